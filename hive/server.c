@@ -1,0 +1,1112 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hive.h"
+#include "http-util.h"
+#include "json-util.h"
+#include "logging.h"
+#include "macros.h"
+#include "server.h"
+#include "sha256.h"
+#include "util.h"
+#include "wclient.h"
+
+#define MAX_BODY (8u << 20)
+#define API_VERSION 1
+
+#ifndef RBEE_VERSION
+#define RBEE_VERSION "0.1.0"
+#endif
+
+struct hive_server {
+        struct hive *h;
+        struct MHD_Daemon *daemon;
+};
+
+struct request {
+        struct hive *h;
+        struct strbuf body;
+        bool too_big;
+        bool responded;
+        unsigned status;
+        char route[48];
+};
+
+static void count_status(struct hive *h, unsigned status) {
+        unsigned k = status / 100;
+
+        pthread_mutex_lock(&h->lock);
+        h->metrics.requests[k >= 1 && k <= 5 ? k : 0]++;
+        pthread_mutex_unlock(&h->lock);
+}
+
+static enum MHD_Result reply_json(struct request *rq, struct MHD_Connection *c, unsigned status,
+                                  struct json_object *o) {
+        rq->responded = true;
+        rq->status = status;
+        return http_queue_json(c, status, o);
+}
+
+static enum MHD_Result reply_error(struct request *rq, struct MHD_Connection *c, unsigned status, const char *code,
+                                   const char *fmt, ...) _printf_(5, 6);
+static enum MHD_Result reply_error(struct request *rq, struct MHD_Connection *c, unsigned status, const char *code,
+                                   const char *fmt, ...) {
+        char msg[1024];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        rq->responded = true;
+        rq->status = status;
+        return http_queue_error(c, status, code, status == 503 ? 1 : 0, status == 405 ? "GET, POST, DELETE" : NULL,
+                                "%s", msg);
+}
+
+static int client_fd(struct MHD_Connection *c) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+        return ci ? ci->connect_fd : -1;
+}
+
+/* Has the client gone? Its socket reads EOF or reports a hangup. */
+static bool client_gone(int fd) {
+        struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
+        char b;
+
+        if (fd < 0)
+                return false;
+        if (poll(&p, 1, 0) <= 0)
+                return false;
+        if (p.revents & (POLLRDHUP | POLLHUP | POLLERR))
+                return true;
+        return (p.revents & POLLIN) && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+/* ---- body parsing --------------------------------------------------------- */
+
+static int parse_body(struct request *rq, struct MHD_Connection *c, struct json_object **ret) {
+        char err[256];
+        int r;
+
+        if (!rq->body.len) {
+                reply_error(rq, c, 400, "invalid_request", "the request has no body: a JSON object is expected");
+                return -EINVAL;
+        }
+        r = json_parse_strict(rq->body.data, rq->body.len, 64, ret, err, sizeof(err));
+        if (r < 0) {
+                reply_error(rq, c, 400, "invalid_request", "malformed JSON: %s", r == -E2BIG ? "nested too deeply" : err);
+                return -EINVAL;
+        }
+        if (!json_object_is_type(*ret, json_type_object)) {
+                json_object_put(*ret);
+                *ret = NULL;
+                reply_error(rq, c, 400, "invalid_request", "the request body must be a JSON object");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* ---- health, backends, metrics -------------------------------------------- */
+
+static enum MHD_Result handle_health(struct request *rq, struct MHD_Connection *c) {
+        struct hive *h = rq->h;
+        struct json_object *o = json_object_new_object(), *cat = json_object_new_object();
+        size_t n_models = 0;
+
+        if (!o || !cat) {
+                json_object_put(o);
+                json_object_put(cat);
+                return MHD_NO;
+        }
+        (void) hive_catalog_count(h->catalog, &n_models);
+        pthread_mutex_lock(&h->lock);
+        json_object_object_add(o, "status", json_object_new_string(h->catalog_recovered_from ? "degraded" : "ok"));
+        json_object_object_add(o, "version", json_object_new_string(RBEE_VERSION));
+        json_object_object_add(o, "api_version", json_object_new_int(API_VERSION));
+        json_object_object_add(o, "mode", json_object_new_string(h->units->name));
+        json_object_object_add(cat, "path", json_object_new_string(h->catalog_path));
+        json_object_object_add(cat, "models", json_object_new_int64((int64_t) n_models));
+        json_object_object_add(cat, "recovered_from", json_new_string_or_null(h->catalog_recovered_from));
+        json_object_object_add(o, "catalog", cat);
+        json_object_object_add(o, "workers", json_object_new_int64((int64_t) h->n_workers));
+        json_object_object_add(o, "uptime_seconds", json_object_new_int64(hive_wall_sec() - h->started_at));
+        pthread_mutex_unlock(&h->lock);
+        return reply_json(rq, c, 200, o);
+}
+
+static enum MHD_Result handle_backends(struct request *rq, struct MHD_Connection *c) {
+        struct hive_backends b;
+        struct hive *h = rq->h;
+
+        pthread_mutex_lock(&h->lock);
+        b = h->backends;
+        pthread_mutex_unlock(&h->lock);
+        struct hive_backends fresh;
+        if (hive_backends_detect(&fresh) >= 0)
+                b.cpu = fresh.cpu;
+        return reply_json(rq, c, 200, hive_backends_to_json(&b));
+}
+
+static enum MHD_Result handle_metrics(struct request *rq, struct MHD_Connection *c) {
+        _cleanup_(strbuf_donep) struct strbuf b = STRBUF_INIT(1u << 20);
+        static const char *const classes[] = { "other", "1xx", "2xx", "3xx", "4xx", "5xx" };
+        struct hive *h = rq->h;
+        unsigned by_state[HIVE_WORKER_GONE + 1] = {};
+        size_t n_models = 0;
+
+        (void) hive_catalog_count(h->catalog, &n_models);
+        pthread_mutex_lock(&h->lock);
+        struct hive_metrics m = h->metrics;
+        for (size_t i = 0; i < h->n_workers; i++)
+                by_state[h->workers[i]->state]++;
+        pthread_mutex_unlock(&h->lock);
+
+        (void) strbuf_puts(&b, "# HELP rbee_hive_requests_total HTTP requests by status class.\n"
+                               "# TYPE rbee_hive_requests_total counter\n");
+        for (size_t i = 0; i < ELEMENTSOF(classes); i++)
+                (void) strbuf_printf(&b, "rbee_hive_requests_total{status=\"%s\"} %llu\n", classes[i],
+                                     (unsigned long long) m.requests[i]);
+        (void) strbuf_puts(&b, "# HELP rbee_hive_workers Workers by state.\n# TYPE rbee_hive_workers gauge\n");
+        for (int s = 0; s <= HIVE_WORKER_GONE; s++)
+                (void) strbuf_printf(&b, "rbee_hive_workers{state=\"%s\"} %u\n", hive_worker_state_name(s), by_state[s]);
+        (void) strbuf_printf(&b,
+                             "# HELP rbee_hive_models Models in the catalog.\n# TYPE rbee_hive_models gauge\n"
+                             "rbee_hive_models %zu\n"
+                             "# TYPE rbee_hive_worker_starts_total counter\nrbee_hive_worker_starts_total %llu\n"
+                             "# TYPE rbee_hive_worker_failures_total counter\nrbee_hive_worker_failures_total %llu\n"
+                             "# TYPE rbee_hive_rejected_total counter\nrbee_hive_rejected_total %llu\n"
+                             "# TYPE rbee_hive_tokens_total counter\nrbee_hive_tokens_total %llu\n"
+                             "# TYPE rbee_hive_downloads_total counter\n"
+                             "rbee_hive_downloads_total{result=\"ok\"} %llu\n"
+                             "rbee_hive_downloads_total{result=\"failed\"} %llu\n"
+                             "# TYPE rbee_hive_download_bytes_total counter\nrbee_hive_download_bytes_total %llu\n",
+                             n_models, (unsigned long long) m.worker_starts, (unsigned long long) m.worker_failures,
+                             (unsigned long long) m.rejected, (unsigned long long) m.tokens,
+                             (unsigned long long) m.downloads_ok, (unsigned long long) m.downloads_failed,
+                             (unsigned long long) m.download_bytes);
+        rq->responded = true;
+        rq->status = 200;
+        return http_queue_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data ? b.data : "", b.len);
+}
+
+/* ---- models ----------------------------------------------------------------- */
+
+static bool model_loaded(struct hive *h, const char *id) {
+        bool r;
+
+        pthread_mutex_lock(&h->lock);
+        struct hive_worker *w = hive_worker_find(h, id);
+        r = w && w->state == HIVE_WORKER_READY;
+        pthread_mutex_unlock(&h->lock);
+        return r;
+}
+
+static enum MHD_Result handle_models_list(struct request *rq, struct MHD_Connection *c) {
+        _cleanup_(hive_model_listp) struct hive_model **l = NULL;
+        struct json_object *o, *data;
+        int r;
+
+        r = hive_catalog_list(rq->h->catalog, &l, NULL);
+        if (r < 0)
+                return reply_error(rq, c, 500, "internal_error", "cannot read the catalog: %s", strerror(-r));
+        o = json_object_new_object();
+        data = json_object_new_array();
+        if (!o || !data) {
+                json_object_put(o);
+                json_object_put(data);
+                return MHD_NO;
+        }
+        for (struct hive_model **m = l; *m; m++)
+                json_object_array_add(data, hive_model_to_json(*m, model_loaded(rq->h, (*m)->id)));
+        json_object_object_add(o, "object", json_object_new_string("list"));
+        json_object_object_add(o, "data", data);
+        return reply_json(rq, c, 200, o);
+}
+
+static enum MHD_Result reply_model(struct request *rq, struct MHD_Connection *c, const char *id, unsigned status) {
+        _cleanup_(hive_model_freep) struct hive_model *m = NULL;
+        int r;
+
+        r = hive_catalog_get(rq->h->catalog, id, &m);
+        if (r == -ENOENT)
+                return reply_error(rq, c, 404, "model_not_found", "no model '%.200s' in the catalog", id);
+        if (r < 0)
+                return reply_error(rq, c, 500, "internal_error", "cannot read the catalog: %s", strerror(-r));
+        return reply_json(rq, c, status, hive_model_to_json(m, model_loaded(rq->h, id)));
+}
+
+static enum MHD_Result handle_model_register(struct request *rq, struct MHD_Connection *c) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        struct hive_model m = {};
+        _cleanup_(freep) char *source = NULL, *real = NULL;
+        const char *id = NULL, *path = NULL, *backend = NULL;
+        int64_t device = 0;
+        char err[512], sha[65];
+        int r;
+
+        if (parse_body(rq, c, &o) < 0)
+                return MHD_YES;
+        if (json_get_string(o, "id", &id, NULL) <= 0 || !hive_id_is_valid(id))
+                return reply_error(rq, c, 400, "invalid_request",
+                                   "'id' must be 1-%d characters of [A-Za-z0-9._:-], starting with a letter or digit",
+                                   HIVE_ID_MAX);
+        if (json_get_string(o, "path", &path, NULL) <= 0 || path[0] != '/')
+                return reply_error(rq, c, 400, "invalid_request", "'path' must be an absolute path to a .gguf file");
+        r = json_get_string(o, "backend", &backend, NULL);
+        if (r < 0)
+                return reply_error(rq, c, 400, "invalid_request", "'backend' must be a string");
+        if (json_get_int64(o, "device", 0, 1024, &device) < 0)
+                return reply_error(rq, c, 400, "invalid_request", "'device' must be an integer 0-1024");
+        if (backend) {
+                struct hive_backends b = rq->h->backends;
+                r = hive_backends_check(&b, backend, (int) device, 0, err, sizeof(err));
+                if (r < 0)
+                        return reply_error(rq, c, 400, "backend_unavailable", "%s", err);
+        }
+        real = realpath(path, NULL);
+        if (!real)
+                return reply_error(rq, c, 422, "invalid_model", "cannot open %.300s: %m", path);
+        r = hive_model_inspect(real, &m, err, sizeof(err));
+        if (r < 0) {
+                free(m.architecture);
+                free(m.quantization);
+                free(m.name);
+                return reply_error(rq, c, 422, "invalid_model", "%s", err);
+        }
+        r = hive_sha256_file(real, sha, NULL);
+        if (asprintf(&source, "file://%s", real) < 0)
+                r = -ENOMEM;
+        m.id = (char *) id;
+        m.local_path = real;
+        m.source = source;
+        m.sha256 = r >= 0 ? sha : NULL;
+        m.backend = (char *) (backend ? backend : "cpu");
+        m.device = (int) device;
+        m.created_at = hive_wall_sec();
+        r = hive_catalog_add(rq->h->catalog, &m);
+        free(m.architecture);
+        free(m.quantization);
+        free(m.name);
+        m.architecture = m.quantization = m.name = NULL;
+        if (r == -EEXIST)
+                return reply_error(rq, c, 409, "model_exists", "a model '%s' is already in the catalog", id);
+        if (r < 0)
+                return reply_error(rq, c, 500, "internal_error", "cannot write the catalog: %s", strerror(-r));
+        log_struct(LOG_INFO, ((const char *[]) { "RBEE_EVENT=model-register", NULL }), "Registered model %s (%s)", id,
+                   real);
+        return reply_model(rq, c, id, 201);
+}
+
+static enum MHD_Result handle_model_delete(struct request *rq, struct MHD_Connection *c, const char *id) {
+        _cleanup_(hive_model_freep) struct hive_model *m = NULL;
+        struct json_object *o;
+        bool file_removed = false;
+        int r;
+
+        r = hive_catalog_get(rq->h->catalog, id, &m);
+        if (r == -ENOENT)
+                return reply_error(rq, c, 404, "model_not_found", "no model '%.200s' in the catalog", id);
+        if (r < 0)
+                return reply_error(rq, c, 500, "internal_error", "cannot read the catalog: %s", strerror(-r));
+        /* The worker goes first: it maps the file. */
+        r = hive_worker_stop(rq->h, id, true);
+        if (r < 0 && r != -ENOENT)
+                return reply_error(rq, c, 409, "model_busy", "cannot stop the worker of '%s': %s", id, strerror(-r));
+        r = hive_catalog_remove(rq->h->catalog, id);
+        if (r < 0 && r != -ENOENT)
+                return reply_error(rq, c, 500, "internal_error", "cannot write the catalog: %s", strerror(-r));
+        if (m->managed && unlink(m->local_path) >= 0)
+                file_removed = true;
+        log_struct(LOG_INFO, ((const char *[]) { "RBEE_EVENT=model-remove", NULL }), "Removed model %s%s", id,
+                   file_removed ? " and its file" : "");
+        o = json_object_new_object();
+        if (!o)
+                return MHD_NO;
+        json_object_object_add(o, "id", json_object_new_string(id));
+        json_object_object_add(o, "removed", json_object_new_boolean(true));
+        json_object_object_add(o, "file_removed", json_object_new_boolean(file_removed));
+        return reply_json(rq, c, 200, o);
+}
+
+/* ---- jobs ------------------------------------------------------------------- */
+
+static struct json_object *job_created(const struct hive_job *j, bool existing) {
+        struct json_object *o = hive_job_to_json_locked(j);
+
+        if (o)
+                json_object_object_add(o, "existing", json_object_new_boolean(existing));
+        return o;
+}
+
+static enum MHD_Result start_download(struct request *rq, struct MHD_Connection *c, struct json_object *o) {
+        struct hive *h = rq->h;
+        _cleanup_(freep) char *repo = NULL, *sel = NULL, *def_id = NULL;
+        _cleanup_(hive_model_freep) struct hive_model *existing = NULL;
+        const char *source = NULL, *id = NULL;
+        struct hive_job *j;
+        char err[512];
+        int r;
+
+        if (json_get_string(o, "source", &source, NULL) <= 0)
+                return reply_error(rq, c, 400, "invalid_request", "'source' (hf:ORG/REPO[:QUANT|:FILE] or file:///PATH) is required");
+        r = hive_download_parse_source(source, &repo, &sel, &def_id, err, sizeof(err));
+        if (r < 0)
+                return reply_error(rq, c, 400, "invalid_reference", "%s", err);
+        r = json_get_string(o, "id", &id, NULL);
+        if (r < 0 || (r > 0 && !hive_id_is_valid(id)))
+                return reply_error(rq, c, 400, "invalid_request",
+                                   "'id' must be 1-%d characters of [A-Za-z0-9._:-], starting with a letter or digit",
+                                   HIVE_ID_MAX);
+        if (!id)
+                id = def_id;
+        if (!hive_id_is_valid(id))
+                return reply_error(rq, c, 400, "invalid_request", "cannot derive a model id from '%s': pass \"id\"", source);
+
+        pthread_mutex_lock(&h->lock);
+        /* One download per model: a second ask joins the first. */
+        for (size_t i = 0; i < h->n_jobs; i++) {
+                j = h->jobs[i];
+                if (j->type == HIVE_JOB_DOWNLOAD && !j->terminal && streq(j->model, id)) {
+                        struct json_object *resp = job_created(j, true);
+                        pthread_mutex_unlock(&h->lock);
+                        return reply_json(rq, c, 202, resp);
+                }
+        }
+        pthread_mutex_unlock(&h->lock);
+        if (hive_catalog_get(h->catalog, id, &existing) >= 0)
+                return reply_error(rq, c, 409, "model_exists", "a model '%s' is already in the catalog (from %s)", id,
+                                   strna(existing->source));
+
+        pthread_mutex_lock(&h->lock);
+        r = hive_job_new_locked(h, HIVE_JOB_DOWNLOAD, id, &j);
+        if (r >= 0) {
+                j->source = strdup(source);
+                j->request = json_object_get(o);
+                r = hive_job_start_thread_locked(h, j);
+                if (r < 0) {
+                        (void) hive_job_error_locked(h, j, "overloaded", "too many jobs are running");
+                        pthread_mutex_unlock(&h->lock);
+                        return reply_error(rq, c, 503, "overloaded", "too many jobs are running (%u)", h->opt.max_jobs);
+                }
+        }
+        struct json_object *resp = r >= 0 ? job_created(j, false) : NULL;
+        pthread_mutex_unlock(&h->lock);
+        if (r < 0)
+                return reply_error(rq, c, 500, "internal_error", "cannot create the job: %s", strerror(-r));
+        log_info("Download job %s: %s -> %s", j->id, source, id);
+        return reply_json(rq, c, 202, resp);
+}
+
+/* Validate an inference body enough to refuse at once what cannot work. */
+static int check_infer_body(struct request *rq, struct MHD_Connection *c, struct json_object *o, const char **ret_model) {
+        _cleanup_(hive_model_freep) struct hive_model *m = NULL;
+        struct json_object *ka = NULL;
+        const char *model = NULL;
+        int64_t keep;
+        int r;
+
+        if (json_get_string(o, "model", &model, NULL) <= 0 || !hive_id_is_valid(model)) {
+                reply_error(rq, c, 400, "invalid_request", "'model' (a model id from the catalog) is required");
+                return -EINVAL;
+        }
+        if (json_object_object_get_ex(o, "keep_alive", &ka) && ka && hive_keep_alive_from_json(ka, &keep) < 0) {
+                reply_error(rq, c, 400, "invalid_request", "'keep_alive' must be seconds (-1 = never) or a duration like \"5m\"");
+                return -EINVAL;
+        }
+        r = hive_catalog_get(rq->h->catalog, model, &m);
+        if (r == -ENOENT) {
+                reply_error(rq, c, 404, "model_not_found", "no model '%s' in the catalog: register or download it first",
+                            model);
+                return r;
+        }
+        if (r < 0) {
+                reply_error(rq, c, 500, "internal_error", "cannot read the catalog: %s", strerror(-r));
+                return r;
+        }
+        *ret_model = model;
+        return 0;
+}
+
+static int new_infer_job(struct request *rq, struct MHD_Connection *c, struct json_object *o, const char *model,
+                         struct hive_job **ret) {
+        struct hive *h = rq->h;
+        struct hive_job *j;
+        int r;
+
+        pthread_mutex_lock(&h->lock);
+        /* Refuse at once what admission would refuse anyway, so that the
+         * client gets a 503 and not a stream holding one error. */
+        struct hive_worker *w = hive_worker_find(h, model);
+        if (w && w->state != HIVE_WORKER_FAILED && w->active >= 1 + h->opt.max_queue) {
+                h->metrics.rejected++;
+                pthread_mutex_unlock(&h->lock);
+                reply_error(rq, c, 503, "overloaded", "model '%s' is busy: %u requests running or queued (limit %u)",
+                            model, w->active, 1 + h->opt.max_queue);
+                return -EBUSY;
+        }
+        r = hive_job_new_locked(h, HIVE_JOB_INFER, model, &j);
+        if (r >= 0) {
+                j->request = json_object_get(o);
+                r = hive_job_start_thread_locked(h, j);
+                if (r < 0) {
+                        (void) hive_job_error_locked(h, j, "overloaded", "too many jobs are running");
+                        pthread_mutex_unlock(&h->lock);
+                        reply_error(rq, c, 503, "overloaded", "too many jobs are running (%u)", h->opt.max_jobs);
+                        return -EBUSY;
+                }
+                hive_job_ref(j);
+        }
+        pthread_mutex_unlock(&h->lock);
+        if (r < 0) {
+                reply_error(rq, c, 500, "internal_error", "cannot create the job: %s", strerror(-r));
+                return r;
+        }
+        *ret = j;
+        return 0;
+}
+
+static enum MHD_Result handle_jobs_post(struct request *rq, struct MHD_Connection *c) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        const char *type = NULL, *model = NULL;
+        struct hive_job *j;
+
+        if (parse_body(rq, c, &o) < 0)
+                return MHD_YES;
+        if (json_get_string(o, "type", &type, NULL) <= 0)
+                return reply_error(rq, c, 400, "invalid_request", "'type' (\"download\" or \"infer\") is required");
+        if (streq(type, "download"))
+                return start_download(rq, c, o);
+        if (!streq(type, "infer"))
+                return reply_error(rq, c, 400, "invalid_request", "unknown job type '%.50s' (download, infer)", type);
+        json_object_object_del(o, "type");
+        if (check_infer_body(rq, c, o, &model) < 0 || new_infer_job(rq, c, o, model, &j) < 0)
+                return MHD_YES;
+        pthread_mutex_lock(&rq->h->lock);
+        struct json_object *resp = job_created(j, false);
+        hive_job_unref_locked(rq->h, j);
+        pthread_mutex_unlock(&rq->h->lock);
+        return reply_json(rq, c, 202, resp);
+}
+
+static enum MHD_Result handle_jobs_list(struct request *rq, struct MHD_Connection *c) {
+        struct json_object *o = json_object_new_object(), *a = json_object_new_array();
+
+        if (!o || !a) {
+                json_object_put(o);
+                json_object_put(a);
+                return MHD_NO;
+        }
+        pthread_mutex_lock(&rq->h->lock);
+        for (size_t i = 0; i < rq->h->n_jobs; i++)
+                json_object_array_add(a, hive_job_to_json_locked(rq->h->jobs[i]));
+        pthread_mutex_unlock(&rq->h->lock);
+        json_object_object_add(o, "jobs", a);
+        return reply_json(rq, c, 200, o);
+}
+
+static enum MHD_Result handle_job(struct request *rq, struct MHD_Connection *c, const char *method, const char *id) {
+        struct hive *h = rq->h;
+        struct hive_job *j;
+        struct json_object *o;
+
+        pthread_mutex_lock(&h->lock);
+        j = hive_job_find_locked(h, id);
+        if (!j) {
+                pthread_mutex_unlock(&h->lock);
+                return reply_error(rq, c, 404, "job_not_found", "no job '%.100s'", id);
+        }
+        if (streq(method, "DELETE")) {
+                hive_job_cancel_locked(h, j);
+                hive_wconn_abort(j->conn);
+        }
+        o = hive_job_to_json_locked(j);
+        pthread_mutex_unlock(&h->lock);
+        if (o && streq(method, "DELETE") && j->cancel && !j->terminal)
+                json_object_object_add(o, "state", json_object_new_string("cancelled"));
+        return reply_json(rq, c, 200, o);
+}
+
+/* SSE reader over a job's log. */
+struct job_stream {
+        struct hive *h;
+        struct hive_job *j;
+        size_t idx, off;
+        int fd;
+        bool owner;             /* the client's disconnect cancels the job */
+};
+
+static ssize_t job_stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        struct job_stream *s = cls;
+        struct hive *h = s->h;
+        struct hive_job *j = s->j;
+
+        pthread_mutex_lock(&h->lock);
+        for (;;) {
+                if (s->idx < j->n_events) {
+                        size_t n = 0;
+                        while (s->idx < j->n_events && n < max) {
+                                const char *f = j->events[s->idx];
+                                size_t fl = strlen(f), k = MIN(fl - s->off, max - n);
+                                memcpy(buf + n, f + s->off, k);
+                                n += k;
+                                s->off += k;
+                                if (s->off == fl) {
+                                        s->idx++;
+                                        s->off = 0;
+                                }
+                        }
+                        pthread_mutex_unlock(&h->lock);
+                        return (ssize_t) n;
+                }
+                if (j->terminal) {
+                        pthread_mutex_unlock(&h->lock);
+                        return MHD_CONTENT_READER_END_OF_STREAM;
+                }
+                if (h->stopping) {
+                        (void) hive_job_error_locked(h, j, "shutting_down", "the hive is shutting down");
+                        hive_job_cancel_locked(h, j);
+                        hive_wconn_abort(j->conn);
+                        continue;
+                }
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                ts.tv_nsec += 300 * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000L;
+                }
+                if (pthread_cond_timedwait(&h->changed, &h->lock, &ts) == ETIMEDOUT && client_gone(s->fd)) {
+                        if (s->owner) {
+                                hive_job_cancel_locked(h, j);
+                                hive_wconn_abort(j->conn);
+                        }
+                        pthread_mutex_unlock(&h->lock);
+                        return MHD_CONTENT_READER_END_WITH_ERROR;
+                }
+        }
+}
+
+static void job_stream_free(void *cls) {
+        struct job_stream *s = cls;
+
+        pthread_mutex_lock(&s->h->lock);
+        if (s->owner && !s->j->terminal) {
+                hive_job_cancel_locked(s->h, s->j);
+                hive_wconn_abort(s->j->conn);
+        }
+        hive_job_unref_locked(s->h, s->j);
+        pthread_mutex_unlock(&s->h->lock);
+        free(s);
+}
+
+/* Takes the reference to j. */
+static enum MHD_Result reply_job_stream(struct request *rq, struct MHD_Connection *c, struct hive_job *j, bool owner) {
+        struct job_stream *s = calloc(1, sizeof(*s));
+        struct MHD_Response *r;
+        enum MHD_Result ret;
+
+        if (!s) {
+                pthread_mutex_lock(&rq->h->lock);
+                hive_job_unref_locked(rq->h, j);
+                pthread_mutex_unlock(&rq->h->lock);
+                return MHD_NO;
+        }
+        *s = (struct job_stream) { .h = rq->h, .j = j, .fd = client_fd(c), .owner = owner };
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, job_stream_read, s, job_stream_free);
+        if (!r) {
+                job_stream_free(s);
+                return MHD_NO;
+        }
+        http_add_sse_headers(r);
+        MHD_add_response_header(r, "X-Rbee-Job-Id", j->id);
+        ret = MHD_queue_response(c, 200, r);
+        MHD_destroy_response(r);
+        rq->responded = true;
+        rq->status = 200;
+        return ret;
+}
+
+static enum MHD_Result handle_job_events(struct request *rq, struct MHD_Connection *c, const char *id) {
+        struct hive_job *j;
+
+        pthread_mutex_lock(&rq->h->lock);
+        j = hive_job_find_locked(rq->h, id);
+        if (j)
+                hive_job_ref(j);
+        pthread_mutex_unlock(&rq->h->lock);
+        if (!j)
+                return reply_error(rq, c, 404, "job_not_found", "no job '%.100s'", id);
+        return reply_job_stream(rq, c, j, false);
+}
+
+/* ---- workers ---------------------------------------------------------------- */
+
+static enum MHD_Result handle_workers_list(struct request *rq, struct MHD_Connection *c, const char *model) {
+        struct hive *h = rq->h;
+        struct json_object *o = NULL, *a;
+
+        pthread_mutex_lock(&h->lock);
+        if (model) {
+                struct hive_worker *w = hive_worker_find(h, model);
+                if (w) {
+                        o = hive_worker_to_json_locked(h, w);
+                        w->reported = true;
+                }
+                pthread_mutex_unlock(&h->lock);
+                if (!w)
+                        return reply_error(rq, c, 404, "worker_not_found", "no worker for '%.200s'", model);
+                return reply_json(rq, c, 200, o);
+        }
+        o = json_object_new_object();
+        a = json_object_new_array();
+        if (o && a) {
+                for (size_t i = 0; i < h->n_workers; i++) {
+                        json_object_array_add(a, hive_worker_to_json_locked(h, h->workers[i]));
+                        h->workers[i]->reported = true;
+                }
+                json_object_object_add(o, "workers", a);
+                a = NULL;
+        }
+        pthread_mutex_unlock(&h->lock);
+        json_object_put(a);
+        return reply_json(rq, c, 200, o);
+}
+
+static enum MHD_Result handle_workers_spawn(struct request *rq, struct MHD_Connection *c) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        struct hive *h = rq->h;
+        struct hive_worker *w;
+        struct json_object *ka = NULL, *resp;
+        const char *model = NULL, *backend = NULL;
+        int64_t keep = -2, device = -1;
+        bool wait = true, started = false;
+        char err[1024];
+        unsigned status;
+        const char *code;
+        int r;
+
+        if (parse_body(rq, c, &o) < 0)
+                return MHD_YES;
+        if (check_infer_body(rq, c, o, &model) < 0)
+                return MHD_YES;
+        if (json_get_bool(o, "wait", &wait) < 0 || json_get_string(o, "backend", &backend, NULL) < 0 ||
+            json_get_int64(o, "device", 0, 1024, &device) < 0)
+                return reply_error(rq, c, 400, "invalid_request", "'wait' is a boolean, 'backend' a string, 'device' 0-1024");
+        if (json_object_object_get_ex(o, "keep_alive", &ka) && ka)
+                (void) hive_keep_alive_from_json(ka, &keep);
+        struct hive_acquire acq = {
+                .model = model, .backend = backend, .device = (int) device, .keep_alive_s = keep, .no_admission = true,
+        };
+        if (!wait) {
+                /* Start it from a short-lived job thread so that this answer is immediate. */
+                struct hive_job *j;
+                _cleanup_(json_object_putp) struct json_object *req = json_object_new_object();
+                if (!req)
+                        return MHD_NO;
+                json_object_object_add(req, "model", json_object_new_string(model));
+                json_object_object_add(req, "spawn_only", json_object_new_boolean(true));
+                if (ka)
+                        json_object_object_add(req, "keep_alive", json_object_get(ka));
+                if (new_infer_job(rq, c, req, model, &j) < 0)
+                        return MHD_YES;
+                pthread_mutex_lock(&h->lock);
+                resp = job_created(j, false);
+                hive_job_unref_locked(h, j);
+                pthread_mutex_unlock(&h->lock);
+                return reply_json(rq, c, 202, resp);
+        }
+        r = hive_worker_acquire(h, &acq, &w, &started, err, sizeof(err));
+        if (r < 0) {
+                hive_acquire_error(r, &status, &code);
+                return reply_error(rq, c, status, code, "%s", err);
+        }
+        pthread_mutex_lock(&h->lock);
+        resp = hive_worker_to_json_locked(h, w);
+        hive_worker_unref(h, w);
+        pthread_mutex_unlock(&h->lock);
+        return reply_json(rq, c, started ? 201 : 200, resp);
+}
+
+static enum MHD_Result handle_workers_stop(struct request *rq, struct MHD_Connection *c, const char *model) {
+        struct json_object *o;
+        int r;
+
+        r = hive_worker_stop(rq->h, model, true);
+        if (r == -ENOENT)
+                return reply_error(rq, c, 404, "worker_not_found", "no worker for '%.200s'", model);
+        if (r < 0)
+                return reply_error(rq, c, 500, "internal_error", "stopping the worker of '%s' failed: %s", model,
+                                   strerror(-r));
+        o = json_object_new_object();
+        if (!o)
+                return MHD_NO;
+        json_object_object_add(o, "model", json_object_new_string(model));
+        json_object_object_add(o, "stopped", json_object_new_boolean(true));
+        return reply_json(rq, c, 200, o);
+}
+
+static enum MHD_Result handle_workers_cleanup(struct request *rq, struct MHD_Connection *c) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        struct hive *h = rq->h;
+        struct json_object *resp, *reaped, *stopped;
+        char **names = NULL;
+        size_t n = 0;
+        bool all = false;
+
+        if (rq->body.len) {
+                if (parse_body(rq, c, &o) < 0)
+                        return MHD_YES;
+                if (json_get_bool(o, "all", &all) < 0)
+                        return reply_error(rq, c, 400, "invalid_request", "'all' must be a boolean");
+        }
+        resp = json_object_new_object();
+        reaped = json_object_new_array();
+        stopped = json_object_new_array();
+        if (!resp || !reaped || !stopped) {
+                json_object_put(resp);
+                json_object_put(reaped);
+                json_object_put(stopped);
+                return MHD_NO;
+        }
+        pthread_mutex_lock(&h->lock);
+        names = calloc(h->n_workers + 1, sizeof(*names));
+        for (size_t i = 0; names && i < h->n_workers; i++) {
+                struct hive_worker *w = h->workers[i];
+                if (w->state == HIVE_WORKER_FAILED || w->state == HIVE_WORKER_GONE || all)
+                        names[n++] = strdup(w->model);
+        }
+        pthread_mutex_unlock(&h->lock);
+        for (size_t i = 0; i < n; i++) {
+                if (!names[i])
+                        continue;
+                bool was_failed = false;
+                pthread_mutex_lock(&h->lock);
+                struct hive_worker *w = hive_worker_find(h, names[i]);
+                was_failed = w && (w->state == HIVE_WORKER_FAILED || w->state == HIVE_WORKER_GONE);
+                pthread_mutex_unlock(&h->lock);
+                if (hive_worker_stop(h, names[i], true) >= 0)
+                        json_object_array_add(was_failed ? reaped : stopped, json_object_new_string(names[i]));
+                free(names[i]);
+        }
+        free(names);
+        json_object_object_add(resp, "reaped", reaped);
+        json_object_object_add(resp, "stopped", stopped);
+        return reply_json(rq, c, 200, resp);
+}
+
+/* ---- inference ------------------------------------------------------------ */
+
+/* A relay of a worker's response, body as it comes. */
+struct proxy_stream {
+        struct hive *h;
+        struct hive_worker *w;
+        struct hive_wconn *conn;
+        int64_t keep_alive;
+        int fd;
+        bool sse;
+        bool error_sent;
+        bool saw_done;
+        char tail[8];
+};
+
+static ssize_t proxy_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        struct proxy_stream *s = cls;
+        ssize_t k;
+
+        for (;;) {
+                if (s->error_sent)
+                        return MHD_CONTENT_READER_END_OF_STREAM;
+                k = hive_wconn_read(s->conn, buf, max, 500);
+                if (k > 0) {
+                        /* "[DONE]" may straddle two reads: look at the seam too. */
+                        char seam[32];
+                        size_t tl = strnlen(s->tail, sizeof(s->tail)), hl = MIN((size_t) k, sizeof(seam) - tl);
+                        memcpy(seam, s->tail, tl);
+                        memcpy(seam + tl, buf, hl);
+                        if (memmem(seam, tl + hl, "[DONE]", 6) || memmem(buf, (size_t) k, "[DONE]", 6))
+                                s->saw_done = true;
+                        size_t keep = MIN((size_t) k, sizeof(s->tail) - 1);
+                        memset(s->tail, 0, sizeof(s->tail));
+                        memcpy(s->tail, buf + k - keep, keep);
+                        return k;
+                }
+                if (k == 0)
+                        return MHD_CONTENT_READER_END_OF_STREAM;
+                if (k == -ETIMEDOUT) {
+                        if (client_gone(s->fd) || s->h->stopping)
+                                return MHD_CONTENT_READER_END_WITH_ERROR;
+                        continue;
+                }
+                /* The worker went away mid-response. */
+                if (!s->sse || s->saw_done)
+                        return MHD_CONTENT_READER_END_WITH_ERROR;
+                int n = snprintf(buf, max,
+                                 "data: {\"error\":{\"code\":\"worker_died\",\"message\":\"the worker for this model "
+                                 "died mid-stream\",\"type\":\"server_error\"}}\n\n");
+                s->error_sent = true;
+                return n > 0 && (size_t) n < max ? n : MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+}
+
+static void proxy_free(void *cls) {
+        struct proxy_stream *s = cls;
+
+        hive_wconn_free(s->conn);
+        hive_worker_release(s->h, s->w, s->keep_alive);
+        free(s);
+}
+
+/* OpenAI endpoints and non-streaming /v1/inference: start the worker (the
+ * client waits), then relay the worker's response as it is. */
+static enum MHD_Result handle_proxy(struct request *rq, struct MHD_Connection *c, const char *path, bool native) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        struct hive *h = rq->h;
+        struct hive_worker *w = NULL;
+        struct hive_wconn *conn = NULL;
+        struct json_object *ka = NULL;
+        const char *model = NULL, *backend = NULL, *ct;
+        const char *body;
+        size_t len;
+        int64_t keep = -2, device = -1;
+        char err[1024];
+        unsigned st;
+        const char *code;
+        int r, status;
+
+        if (parse_body(rq, c, &o) < 0)
+                return MHD_YES;
+        if (check_infer_body(rq, c, o, &model) < 0)
+                return MHD_YES;
+        (void) json_get_string(o, "backend", &backend, NULL);
+        (void) json_get_int64(o, "device", 0, 1024, &device);
+        if (json_object_object_get_ex(o, "keep_alive", &ka) && ka)
+                (void) hive_keep_alive_from_json(ka, &keep);
+        struct hive_acquire acq = { .model = model, .backend = backend, .device = (int) device, .keep_alive_s = keep };
+        r = hive_worker_acquire(h, &acq, &w, NULL, err, sizeof(err));
+        if (r < 0) {
+                hive_acquire_error(r, &st, &code);
+                return reply_error(rq, c, st == 499 ? 503 : st, code, "%s", err);
+        }
+        /* Only now: backend and model point into o. The worker need not see ours. */
+        if (native) {
+                json_object_object_del(o, "keep_alive");
+                json_object_object_del(o, "backend");
+                json_object_object_del(o, "device");
+        }
+        body = json_to_string(o, &len);
+        r = body ? hive_wconn_open(w->socket_path, "POST", path, "application/json", body, len, 10000, &conn) : -ENOMEM;
+        status = r >= 0 ? hive_wconn_read_head(conn, -1) : r;
+        if (status < 0) {
+                hive_wconn_free(conn);
+                hive_worker_release(h, w, keep);
+                return reply_error(rq, c, 502, "worker_died", "the worker for '%s' did not answer: %s", model,
+                                   strerror(-status));
+        }
+        ct = hive_wconn_header(conn, "Content-Type");
+        bool sse = ct && strstr(ct, "event-stream");
+        char ctype[128];
+        snprintf(ctype, sizeof(ctype), "%s", ct ? ct : "application/json");
+        const char *ra = hive_wconn_header(conn, "Retry-After");
+        char retry[16] = "";
+        if (ra)
+                snprintf(retry, sizeof(retry), "%s", ra);
+
+        struct proxy_stream *s = calloc(1, sizeof(*s));
+        if (!s) {
+                hive_wconn_free(conn);
+                hive_worker_release(h, w, keep);
+                return MHD_NO;
+        }
+        *s = (struct proxy_stream) { .h = h, .w = w, .conn = conn, .keep_alive = keep, .fd = client_fd(c), .sse = sse };
+        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, proxy_read, s, proxy_free);
+        if (!resp) {
+                proxy_free(s);
+                return MHD_NO;
+        }
+        if (sse)
+                http_add_sse_headers(resp);
+        else
+                MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+        if (retry[0])
+                MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry);
+        enum MHD_Result ret = MHD_queue_response(c, (unsigned) status, resp);
+        MHD_destroy_response(resp);
+        rq->responded = true;
+        rq->status = (unsigned) status;
+        return ret;
+}
+
+static enum MHD_Result handle_inference(struct request *rq, struct MHD_Connection *c) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        const char *model = NULL;
+        struct hive_job *j;
+        bool stream = true;
+
+        if (parse_body(rq, c, &o) < 0)
+                return MHD_YES;
+        if (json_get_bool(o, "stream", &stream) < 0)
+                return reply_error(rq, c, 400, "invalid_request", "'stream' must be a boolean");
+        if (!stream) {
+                /* The body is parsed again by handle_proxy: cheap, and one path. */
+                return handle_proxy(rq, c, "/v1/inference", true);
+        }
+        if (check_infer_body(rq, c, o, &model) < 0 || new_infer_job(rq, c, o, model, &j) < 0)
+                return MHD_YES;
+        return reply_job_stream(rq, c, j, true);
+}
+
+/* ---- routing ---------------------------------------------------------------- */
+
+static bool seg(const char *url, const char *prefix, const char **ret_rest) {
+        size_t n = strlen(prefix);
+
+        if (strncmp(url, prefix, n) != 0 || !url[n])
+                return false;
+        *ret_rest = url + n;
+        return true;
+}
+
+static enum MHD_Result dispatch(struct request *rq, struct MHD_Connection *c, const char *url, const char *method) {
+        bool get = streq(method, "GET"), post = streq(method, "POST"), del = streq(method, "DELETE");
+        const char *rest;
+        char id[256];
+
+        if (streq(url, "/v1/health"))
+                return get ? handle_health(rq, c) : reply_error(rq, c, 405, "method_not_allowed", "use GET");
+        if (streq(url, "/v1/backends"))
+                return get ? handle_backends(rq, c) : reply_error(rq, c, 405, "method_not_allowed", "use GET");
+        if (streq(url, "/metrics"))
+                return get ? handle_metrics(rq, c) : reply_error(rq, c, 405, "method_not_allowed", "use GET");
+        if (streq(url, "/v1/models"))
+                return get ? handle_models_list(rq, c) : post ? handle_model_register(rq, c)
+                                                              : reply_error(rq, c, 405, "method_not_allowed", "use GET or POST");
+        if (streq(url, "/v1/models/download") && post) {
+                _cleanup_(json_object_putp) struct json_object *o = NULL;
+                if (parse_body(rq, c, &o) < 0)
+                        return MHD_YES;
+                return start_download(rq, c, o);
+        }
+        if (seg(url, "/v1/models/", &rest)) {
+                snprintf(id, sizeof(id), "%s", rest);
+                return get ? reply_model(rq, c, id, 200) : del ? handle_model_delete(rq, c, id)
+                                                               : reply_error(rq, c, 405, "method_not_allowed", "use GET or DELETE");
+        }
+        if (streq(url, "/v1/workers"))
+                return get ? handle_workers_list(rq, c, NULL) : post ? handle_workers_spawn(rq, c)
+                                                                     : reply_error(rq, c, 405, "method_not_allowed", "use GET or POST");
+        if (streq(url, "/v1/workers/cleanup"))
+                return post ? handle_workers_cleanup(rq, c) : reply_error(rq, c, 405, "method_not_allowed", "use POST");
+        if (seg(url, "/v1/workers/", &rest)) {
+                snprintf(id, sizeof(id), "%s", rest);
+                return get ? handle_workers_list(rq, c, id) : del ? handle_workers_stop(rq, c, id)
+                                                                  : reply_error(rq, c, 405, "method_not_allowed", "use GET or DELETE");
+        }
+        if (streq(url, "/v1/jobs"))
+                return get ? handle_jobs_list(rq, c) : post ? handle_jobs_post(rq, c)
+                                                            : reply_error(rq, c, 405, "method_not_allowed", "use GET or POST");
+        if (seg(url, "/v1/jobs/", &rest)) {
+                const char *slash = strchr(rest, '/');
+                snprintf(id, sizeof(id), "%.*s", (int) (slash ? slash - rest : (long) strlen(rest)), rest);
+                if (slash && streq(slash, "/events"))
+                        return get ? handle_job_events(rq, c, id) : reply_error(rq, c, 405, "method_not_allowed", "use GET");
+                if (slash)
+                        return reply_error(rq, c, 404, "not_found", "no endpoint %.200s", url);
+                return get || del ? handle_job(rq, c, method, id)
+                                  : reply_error(rq, c, 405, "method_not_allowed", "use GET or DELETE");
+        }
+        if (streq(url, "/v1/inference"))
+                return post ? handle_inference(rq, c) : reply_error(rq, c, 405, "method_not_allowed", "use POST");
+        if (streq(url, "/v1/chat/completions") || streq(url, "/v1/completions"))
+                return post ? handle_proxy(rq, c, url, false) : reply_error(rq, c, 405, "method_not_allowed", "use POST");
+        return reply_error(rq, c, 404, "not_found", "no endpoint %.20s %.200s", method, url);
+}
+
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                      const char *version, const char *upload_data, size_t *upload_data_size,
+                                      void **con_cls) {
+        struct hive *h = cls;
+        struct request *rq = *con_cls;
+
+        if (!rq) {
+                rq = calloc(1, sizeof(*rq));
+                if (!rq)
+                        return MHD_NO;
+                rq->h = h;
+                strbuf_init(&rq->body, MAX_BODY);
+                snprintf(rq->route, sizeof(rq->route), "%s", url);
+                *con_cls = rq;
+                return MHD_YES;
+        }
+        if (*upload_data_size > 0) {
+                if (!rq->too_big && strbuf_append(&rq->body, upload_data, *upload_data_size) < 0)
+                        rq->too_big = true;
+                *upload_data_size = 0;
+                return MHD_YES;
+        }
+        if (rq->responded)
+                return MHD_YES;
+        if (h->api_key && !(streq(url, "/v1/health") && streq(method, "GET")) &&
+            !http_bearer_ok(c, h->api_key, h->api_key_len))
+                return reply_error(rq, c, 401, "unauthorized",
+                                   "a valid API key is required (Authorization: Bearer <key>)");
+        if (rq->too_big)
+                return reply_error(rq, c, 413, "request_too_large", "the request body is larger than %u bytes", MAX_BODY);
+        if (h->stopping)
+                return reply_error(rq, c, 503, "shutting_down", "the hive is shutting down");
+        return dispatch(rq, c, url, method);
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+        struct request *rq = *con_cls;
+
+        if (!rq)
+                return;
+        if (rq->responded)
+                count_status(rq->h, rq->status);
+        log_debug("%s -> %u", rq->route, rq->status);
+        strbuf_done(&rq->body);
+        free(rq);
+        *con_cls = NULL;
+}
+
+int hive_server_new(struct hive *h, int listen_fd, unsigned max_connections, struct hive_server **ret) {
+        struct hive_server *s = calloc(1, sizeof(*s));
+
+        if (!s)
+                return -ENOMEM;
+        s->h = h;
+        s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
+                                             MHD_USE_ITC | MHD_USE_ERROR_LOG,
+                                     0, NULL, NULL, access_handler, h, MHD_OPTION_LISTEN_SOCKET, listen_fd,
+                                     MHD_OPTION_CONNECTION_LIMIT, max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+                                     (unsigned) 600, MHD_OPTION_NOTIFY_COMPLETED, completed, h,
+                                     MHD_OPTION_THREAD_STACK_SIZE, (size_t) (512 * 1024), MHD_OPTION_END);
+        if (!s->daemon) {
+                free(s);
+                return -EIO;
+        }
+        *ret = s;
+        return 0;
+}
+
+void hive_server_quiesce(struct hive_server *s) {
+        if (s && s->daemon)
+                (void) MHD_quiesce_daemon(s->daemon);
+}
+
+struct hive_server *hive_server_free(struct hive_server *s) {
+        if (!s)
+                return NULL;
+        if (s->daemon)
+                MHD_stop_daemon(s->daemon);
+        free(s);
+        return NULL;
+}

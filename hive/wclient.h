@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* A small blocking HTTP/1.1 client for talking to workers over their unix
+ * sockets: one request per connection (Connection: close), Content-Length,
+ * chunked and until-close bodies, decoded as they arrive so that streams are
+ * relayed without buffering. hive_wconn_abort() may be called from another
+ * thread to wake a blocked reader (it shuts the socket down). */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct hive_wconn;
+
+/* Connect and send the request. body may be NULL. -ECONNREFUSED/-ENOENT when
+ * nobody listens. */
+int hive_wconn_open(const char *socket_path, const char *method, const char *path, const char *content_type,
+                    const char *body, size_t len, int timeout_ms, struct hive_wconn **ret);
+/* Read the status line and headers: the status, or -ECONNRESET when the
+ * worker closed without answering, -ETIMEDOUT, -EBADMSG. */
+int hive_wconn_read_head(struct hive_wconn *c, int timeout_ms);
+int hive_wconn_status(const struct hive_wconn *c);
+/* A response header (case-insensitive), or NULL. */
+const char *hive_wconn_header(struct hive_wconn *c, const char *name);
+/* Decoded body bytes: > 0 bytes, 0 at the proper end of the body,
+ * -ECONNRESET when the connection ended early (a worker that died),
+ * -ETIMEDOUT (timeout_ms < 0 waits forever), -EBADMSG for bad framing. */
+ssize_t hive_wconn_read(struct hive_wconn *c, void *buf, size_t n, int timeout_ms);
+/* Whole body into a NUL-terminated buffer (at most max bytes). */
+int hive_wconn_read_all(struct hive_wconn *c, size_t max, int timeout_ms, char **ret, size_t *ret_len);
+void hive_wconn_abort(struct hive_wconn *c);
+struct hive_wconn *hive_wconn_free(struct hive_wconn *c);
+
+static inline void hive_wconn_freep(struct hive_wconn **c) {
+        hive_wconn_free(*c);
+}
+
+/* GET path and return the status and body (small bodies only). */
+int hive_wconn_get(const char *socket_path, const char *path, int timeout_ms, int *ret_status, char **ret_body);

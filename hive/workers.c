@@ -1,0 +1,651 @@
+/* SPDX-License-Identifier: MIT */
+/* The worker registry: who runs, in which state, with how many requests
+ * attached; on-demand start with admission control, the idle clock, failure
+ * reporting and reaping. The units backend (process or systemd) starts and
+ * stops; this file decides when. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hive.h"
+#include "json-util.h"
+#include "logging.h"
+#include "macros.h"
+#include "util.h"
+#include "wclient.h"
+
+const char *hive_worker_state_name(enum hive_worker_state s) {
+        static const char *const names[] = {
+                [HIVE_WORKER_STARTING] = "starting", [HIVE_WORKER_LOADING] = "loading",
+                [HIVE_WORKER_READY] = "ready",       [HIVE_WORKER_STOPPING] = "stopping",
+                [HIVE_WORKER_FAILED] = "failed",     [HIVE_WORKER_GONE] = "stopped",
+        };
+        return (unsigned) s < ELEMENTSOF(names) ? names[s] : "unknown";
+}
+
+void hive_kick(struct hive *h) {
+        uint64_t one = 1;
+
+        if (h->kick_fd >= 0)
+                (void) !write(h->kick_fd, &one, sizeof(one));
+}
+
+struct hive_worker *hive_worker_ref(struct hive_worker *w) {
+        w->refs++;
+        return w;
+}
+
+static void worker_free(struct hive_worker *w) {
+        free(w->model);
+        free(w->escaped);
+        free(w->unit);
+        free(w->socket_path);
+        free(w->log_path);
+        free(w->registry_path);
+        free(w->backend);
+        if (w->pidfd >= 0)
+                close(w->pidfd);
+        free(w);
+}
+
+void hive_worker_unref(struct hive *h, struct hive_worker *w) {
+        if (!w)
+                return;
+        if (--w->refs > 0)
+                return;
+        /* The loop thread drops pid_source before the last reference goes. */
+        if (w->pid_source)
+                sd_event_source_disable_unref(w->pid_source);
+        worker_free(w);
+}
+
+struct hive_worker *hive_worker_find(struct hive *h, const char *model) {
+        for (size_t i = 0; i < h->n_workers; i++)
+                if (streq(h->workers[i]->model, model))
+                        return h->workers[i];
+        return NULL;
+}
+
+int hive_worker_new_locked(struct hive *h, const char *model, struct hive_worker **ret) {
+        struct hive_worker *w, **nl;
+
+        nl = realloc(h->workers, (h->n_workers + 1) * sizeof(*nl));
+        if (!nl)
+                return -ENOMEM;
+        h->workers = nl;
+        w = calloc(1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        w->refs = 1;
+        w->pidfd = -EBADF;
+        w->device = 0;
+        w->keep_alive_s = h->opt.keep_alive_s;
+        w->healthy = true;
+        if (!(w->model = strdup(model)) || hive_unit_escape(model, &w->escaped) < 0 ||
+            hive_unit_name(model, &w->unit) < 0 ||
+            asprintf(&w->socket_path, "%s/%s.sock", h->workers_dir, w->escaped) < 0 ||
+            asprintf(&w->log_path, "%s/%s.log", h->workers_dir, w->escaped) < 0 ||
+            asprintf(&w->registry_path, "%s/%s.json", h->workers_dir, w->escaped) < 0) {
+                worker_free(w);
+                return -ENOMEM;
+        }
+        snprintf(w->sub_state, sizeof(w->sub_state), "dead");
+        h->workers[h->n_workers++] = w;
+        *ret = w;
+        return 0;
+}
+
+void hive_worker_remove_locked(struct hive *h, struct hive_worker *w) {
+        for (size_t i = 0; i < h->n_workers; i++)
+                if (h->workers[i] == w) {
+                        memmove(h->workers + i, h->workers + i + 1, (h->n_workers - i - 1) * sizeof(*h->workers));
+                        h->n_workers--;
+                        if (w->state != HIVE_WORKER_FAILED)
+                                w->state = HIVE_WORKER_GONE;
+                        pthread_cond_broadcast(&h->changed);
+                        hive_worker_unref(h, w);
+                        return;
+                }
+}
+
+void hive_worker_set_failed_locked(struct hive *h, struct hive_worker *w, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(w->error, sizeof(w->error), fmt, ap);
+        va_end(ap);
+        if (w->state != HIVE_WORKER_FAILED)
+                h->metrics.worker_failures++;
+        w->state = HIVE_WORKER_FAILED;
+        snprintf(w->sub_state, sizeof(w->sub_state), "failed");
+        w->failed_usec = hive_now_usec();
+        w->reported = false;
+        log_struct(LOG_WARNING, ((const char *[]) { "RBEE_EVENT=worker-failed", NULL }), "Worker %s failed: %s",
+                   w->model, w->error);
+        pthread_cond_broadcast(&h->changed);
+}
+
+struct json_object *hive_worker_to_json_locked(struct hive *h, const struct hive_worker *w) {
+        struct json_object *o = json_object_new_object();
+        uint64_t now = hive_now_usec();
+        int64_t idle = 0;
+
+        if (!o)
+                return NULL;
+        if (w->active == 0 && w->last_used_usec && now > w->last_used_usec)
+                idle = (int64_t) ((now - w->last_used_usec) / 1000000);
+        json_object_object_add(o, "model", json_object_new_string(w->model));
+        json_object_object_add(o, "unit", json_object_new_string(w->unit));
+        json_object_object_add(o, "mode", json_object_new_string(h->units->name));
+        json_object_object_add(o, "state", json_object_new_string(hive_worker_state_name(w->state)));
+        json_object_object_add(o, "sub_state", json_object_new_string(w->sub_state));
+        json_object_object_add(o, "status_text", w->status_text[0] ? json_object_new_string(w->status_text) : NULL);
+        json_object_object_add(o, "backend", json_object_new_string(w->backend ? w->backend : "cpu"));
+        json_object_object_add(o, "device", json_object_new_int(w->device));
+        json_object_object_add(o, "pid", w->pid > 0 ? json_object_new_int(w->pid) : NULL);
+        json_object_object_add(o, "memory_bytes", json_object_new_int64(w->pid > 0 ? (int64_t) hive_pid_rss(w->pid) : 0));
+        json_object_object_add(o, "started_at", w->started_at ? json_object_new_int64(w->started_at) : NULL);
+        json_object_object_add(o, "ready_at", w->ready_at ? json_object_new_int64(w->ready_at) : NULL);
+        json_object_object_add(o, "idle_seconds", json_object_new_int64(idle));
+        json_object_object_add(o, "keep_alive_seconds", json_object_new_int64(w->keep_alive_s));
+        if (w->state == HIVE_WORKER_READY && w->active == 0 && w->keep_alive_s >= 0)
+                json_object_object_add(o, "expires_in_seconds",
+                                       json_object_new_int64(MAX((int64_t) 0, w->keep_alive_s - idle)));
+        else
+                json_object_object_add(o, "expires_in_seconds", NULL);
+        json_object_object_add(o, "active_requests", json_object_new_int64(w->active));
+        json_object_object_add(o, "queue_limit", json_object_new_int64(h->opt.max_queue));
+        json_object_object_add(o, "socket", json_object_new_string(w->socket_path));
+        json_object_object_add(o, "adopted", json_object_new_boolean(w->adopted));
+        json_object_object_add(o, "healthy", json_object_new_boolean(w->healthy));
+        json_object_object_add(o, "log", w->log_path && !w->adopted && streq(h->units->name, "process")
+                                                 ? json_object_new_string(w->log_path)
+                                                 : NULL);
+        json_object_object_add(o, "error", w->error[0] ? json_object_new_string(w->error) : NULL);
+        return o;
+}
+
+static int timed_wait(struct hive *h, uint64_t until_usec) {
+        struct timespec ts;
+        uint64_t now = hive_now_usec();
+
+        if (now >= until_usec)
+                return ETIMEDOUT;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t ns = (uint64_t) ts.tv_nsec + (until_usec - now) * 1000u;
+        ts.tv_sec += (time_t) (ns / 1000000000u);
+        ts.tv_nsec = (long) (ns % 1000000000u);
+        return pthread_cond_timedwait(&h->changed, &h->lock, &ts);
+}
+
+void hive_acquire_error(int r, unsigned *ret_status, const char **ret_code) {
+        switch (r) {
+        case -ENOENT:
+                *ret_status = 404, *ret_code = "model_not_found";
+                break;
+        case -ENODEV:
+        case -EOPNOTSUPP:
+                *ret_status = 400, *ret_code = "backend_unavailable";
+                break;
+        case -ENOMEM:
+                *ret_status = 507, *ret_code = "insufficient_memory";
+                break;
+        case -EBUSY:
+        case -EMFILE:
+                *ret_status = 503, *ret_code = "overloaded";
+                break;
+        case -ETIMEDOUT:
+                *ret_status = 504, *ret_code = "worker_start_timeout";
+                break;
+        case -ECANCELED:
+                *ret_status = 499, *ret_code = "cancelled";
+                break;
+        case -ESHUTDOWN:
+                *ret_status = 503, *ret_code = "shutting_down";
+                break;
+        default:
+                *ret_status = 502, *ret_code = "worker_failed";
+        }
+}
+
+/* Pre-start checks against what the machine has, then a new registry entry. */
+static int prepare_start_locked(struct hive *h, const struct hive_acquire *a, struct hive_worker **ret, char *err,
+                                size_t errlen) {
+        _cleanup_(hive_model_freep) struct hive_model *m = NULL;
+        struct hive_worker *w;
+        const char *backend;
+        size_t live = 0;
+        int device, r;
+
+        r = hive_catalog_get(h->catalog, a->model, &m);
+        if (r == -ENOENT) {
+                snprintf(err, errlen, "model '%s' is not in the catalog: register or download it first", a->model);
+                return r;
+        }
+        if (r < 0) {
+                snprintf(err, errlen, "cannot read the catalog: %s", strerror(-r));
+                return -EIO;
+        }
+        if (access(m->local_path, R_OK) < 0) {
+                snprintf(err, errlen, "the file of model '%s' (%s) cannot be read: %m", a->model, m->local_path);
+                return -EIO;
+        }
+        backend = a->backend ? a->backend : m->backend;
+        device = a->device >= 0 ? a->device : m->device;
+        /* Memory moves: read it now, not at startup. */
+        struct hive_backends now = h->backends;
+        struct hive_backends fresh;
+        if (hive_backends_detect(&fresh) >= 0)
+                now.cpu = fresh.cpu;
+        r = hive_backends_check(&now, backend, device, m->size, err, errlen);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < h->n_workers; i++)
+                if (h->workers[i]->state != HIVE_WORKER_FAILED && h->workers[i]->state != HIVE_WORKER_GONE)
+                        live++;
+        if (h->opt.max_workers && live >= h->opt.max_workers) {
+                snprintf(err, errlen, "%zu workers are running, the limit (--max-workers) is %u", live,
+                         h->opt.max_workers);
+                return -EMFILE;
+        }
+        r = hive_worker_new_locked(h, a->model, &w);
+        if (r < 0)
+                return r;
+        w->backend = strdup(backend ? backend : "cpu");
+        w->device = device;
+        w->state = HIVE_WORKER_STARTING;
+        snprintf(w->sub_state, sizeof(w->sub_state), "start");
+        w->start_usec = hive_now_usec();
+        w->started_at = hive_wall_sec();
+        w->last_used_usec = w->start_usec;
+        h->metrics.worker_starts++;
+        *ret = w;
+        return 0;
+}
+
+int hive_worker_acquire(struct hive *h, const struct hive_acquire *a, struct hive_worker **ret, bool *ret_started,
+                        char *err, size_t errlen) {
+        struct hive_worker *w = NULL;
+        uint64_t deadline = hive_now_usec() + h->opt.start_timeout_usec;
+        char last_status[256] = "";
+        enum hive_worker_state last_state = HIVE_WORKER_GONE;
+        bool started = false, attached = false;
+        int r;
+
+        pthread_mutex_lock(&h->lock);
+        for (;;) {
+                if (h->stopping) {
+                        snprintf(err, errlen, "the hive is shutting down");
+                        r = -ESHUTDOWN;
+                        break;
+                }
+                if (a->cancel && *a->cancel) {
+                        snprintf(err, errlen, "cancelled");
+                        r = -ECANCELED;
+                        break;
+                }
+                if (!w) {
+                        w = hive_worker_find(h, a->model);
+                        if (w && w->state == HIVE_WORKER_FAILED && w->pid > 0 && !started) {
+                                /* Failed but still exiting (a start that timed out): wait for it. */
+                                w = NULL;
+                                if (timed_wait(h, deadline) == ETIMEDOUT) {
+                                        snprintf(err, errlen, "the failed worker of '%s' is still exiting", a->model);
+                                        r = -ETIMEDOUT;
+                                        break;
+                                }
+                                continue;
+                        }
+                        if (w && w->state == HIVE_WORKER_FAILED && !started) {
+                                /* Reported already: reap it and start afresh. */
+                                struct hive_worker *old = hive_worker_ref(w);
+                                hive_worker_remove_locked(h, old);
+                                pthread_mutex_unlock(&h->lock);
+                                (void) h->units->reap(h, old);
+                                pthread_mutex_lock(&h->lock);
+                                hive_worker_unref(h, old);
+                                w = NULL;
+                                continue;
+                        }
+                        if (w && (w->state == HIVE_WORKER_STOPPING || w->state == HIVE_WORKER_GONE)) {
+                                /* Wait for the old one to go before starting another on its socket. */
+                                w = NULL;
+                                if (timed_wait(h, deadline) == ETIMEDOUT) {
+                                        snprintf(err, errlen, "the worker of '%s' is still stopping", a->model);
+                                        r = -ETIMEDOUT;
+                                        break;
+                                }
+                                continue;
+                        }
+                        if (!w) {
+                                r = prepare_start_locked(h, a, &w, err, errlen);
+                                if (r < 0) {
+                                        w = NULL;
+                                        break;
+                                }
+                                started = true;
+                                hive_worker_ref(w);
+                                if (!a->no_admission) {
+                                        w->active++;
+                                        attached = true;
+                                }
+                                if (a->progress)
+                                        a->progress(a->userdata, w, "starting", "");
+                                last_state = w->state;
+                                log_info("Starting worker for %s (%s mode)", a->model, h->units->name);
+                                pthread_mutex_unlock(&h->lock);
+                                r = h->units->start(h, w);
+                                pthread_mutex_lock(&h->lock);
+                                if (r < 0 && w->state != HIVE_WORKER_FAILED)
+                                        hive_worker_set_failed_locked(h, w, "cannot start %s: %s", w->unit, strerror(-r));
+                                hive_kick(h);
+                                continue;
+                        }
+                        hive_worker_ref(w);
+                        if (!a->no_admission) {
+                                if (w->active >= 1 + h->opt.max_queue) {
+                                        h->metrics.rejected++;
+                                        snprintf(err, errlen, "model '%s' is busy: %u requests running or queued (limit %u)",
+                                                 a->model, w->active, 1 + h->opt.max_queue);
+                                        r = -EBUSY;
+                                        break;
+                                }
+                                w->active++;
+                                attached = true;
+                        }
+                }
+                if (w->state == HIVE_WORKER_READY) {
+                        r = 0;
+                        break;
+                }
+                if (w->state == HIVE_WORKER_FAILED || w->state == HIVE_WORKER_GONE ||
+                    w->state == HIVE_WORKER_STOPPING) {
+                        snprintf(err, errlen, "the worker for '%s' %s: %s", a->model,
+                                 w->state == HIVE_WORKER_FAILED ? "failed" : "stopped",
+                                 w->error[0] ? w->error : "no reason given");
+                        w->reported = true;
+                        r = -EIO;
+                        break;
+                }
+                if (a->progress && (w->state != last_state || strcmp(last_status, w->status_text) != 0)) {
+                        a->progress(a->userdata, w, w->state == HIVE_WORKER_LOADING ? "loading" : "starting",
+                                    w->status_text);
+                        last_state = w->state;
+                        memcpy(last_status, w->status_text, sizeof(last_status));
+                }
+                if (timed_wait(h, MIN(deadline, hive_now_usec() + 250000)) == ETIMEDOUT && hive_now_usec() >= deadline) {
+                        snprintf(err, errlen, "the worker for '%s' did not become ready within %llu s (last status: %s)",
+                                 a->model, (unsigned long long) (h->opt.start_timeout_usec / 1000000),
+                                 w->status_text[0] ? w->status_text : "none");
+                        r = -ETIMEDOUT;
+                        break;
+                }
+        }
+        if (r < 0 && w) {
+                if (attached) {
+                        w->active--;
+                        w->last_used_usec = hive_now_usec();
+                }
+                /* A start that timed out or was abandoned must not linger half-started. */
+                if (started && r == -ETIMEDOUT && w->state != HIVE_WORKER_FAILED)
+                        hive_worker_set_failed_locked(h, w, "did not become ready within %llu s",
+                                                      (unsigned long long) (h->opt.start_timeout_usec / 1000000));
+                bool stop_it = started && r == -ETIMEDOUT;
+                pthread_mutex_unlock(&h->lock);
+                if (stop_it)
+                        (void) h->units->stop(h, w);
+                pthread_mutex_lock(&h->lock);
+                hive_worker_unref(h, w);
+                hive_kick(h);
+                pthread_mutex_unlock(&h->lock);
+                return r;
+        }
+        if (r >= 0) {
+                w->last_used_usec = hive_now_usec();
+                if (a->keep_alive_s >= -1)
+                        w->keep_alive_s = a->keep_alive_s;
+                *ret = w;
+                if (ret_started)
+                        *ret_started = started;
+        }
+        pthread_mutex_unlock(&h->lock);
+        return r;
+}
+
+void hive_worker_release(struct hive *h, struct hive_worker *w, int64_t keep_alive_s) {
+        if (!w)
+                return;
+        pthread_mutex_lock(&h->lock);
+        if (w->active > 0)
+                w->active--;
+        w->last_used_usec = hive_now_usec();
+        if (keep_alive_s >= -1)
+                w->keep_alive_s = keep_alive_s;
+        pthread_cond_broadcast(&h->changed);
+        hive_worker_unref(h, w);
+        hive_kick(h);
+        pthread_mutex_unlock(&h->lock);
+}
+
+int hive_worker_stop(struct hive *h, const char *model, bool wait) {
+        struct hive_worker *w;
+        uint64_t deadline;
+        int r;
+
+        pthread_mutex_lock(&h->lock);
+        w = hive_worker_find(h, model);
+        if (!w) {
+                pthread_mutex_unlock(&h->lock);
+                return -ENOENT;
+        }
+        hive_worker_ref(w);
+        if (w->state == HIVE_WORKER_FAILED) {
+                hive_worker_remove_locked(h, w);
+                pthread_mutex_unlock(&h->lock);
+                (void) h->units->reap(h, w);
+                pthread_mutex_lock(&h->lock);
+                hive_worker_unref(h, w);
+                pthread_mutex_unlock(&h->lock);
+                return 0;
+        }
+        pthread_mutex_unlock(&h->lock);
+        r = h->units->stop(h, w);
+        pthread_mutex_lock(&h->lock);
+        hive_kick(h);
+        deadline = hive_now_usec() + h->opt.stop_timeout_usec + 3000000;
+        while (r >= 0 && wait && hive_worker_find(h, model) == w) {
+                if (timed_wait(h, deadline) == ETIMEDOUT) {
+                        r = -ETIMEDOUT;
+                        break;
+                }
+        }
+        hive_worker_unref(h, w);
+        pthread_mutex_unlock(&h->lock);
+        return r;
+}
+
+static void describe_status(int st, char *buf, size_t n) {
+        if (st < 0)
+                snprintf(buf, n, "exited");
+        else if (WIFEXITED(st))
+                snprintf(buf, n, "exited with status %d", WEXITSTATUS(st));
+        else if (WIFSIGNALED(st))
+                snprintf(buf, n, "was killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+        else
+                snprintf(buf, n, "exited (wait status 0x%x)", (unsigned) st);
+}
+
+void hive_worker_exited(struct hive *h, struct hive_worker *w, int wait_status) {
+        char how[128];
+
+        describe_status(wait_status, how, sizeof(how));
+        pthread_mutex_lock(&h->lock);
+        if (w->pid_source) {
+                sd_event_source_disable_unref(w->pid_source);
+                w->pid_source = NULL;
+        }
+        if (w->pidfd >= 0) {
+                close(w->pidfd);
+                w->pidfd = -EBADF;
+        }
+        if (w->state == HIVE_WORKER_STOPPING || w->state == HIVE_WORKER_GONE) {
+                log_info("Worker %s (pid %d) stopped: %s", w->model, w->pid, how);
+                w->pid = 0;
+                w->state = HIVE_WORKER_GONE;
+                snprintf(w->sub_state, sizeof(w->sub_state), "dead");
+        } else if (w->state != HIVE_WORKER_FAILED) {
+                int pid = w->pid;
+                w->pid = 0;
+                hive_worker_set_failed_locked(h, w, "process %d %s%s%s%s; see %s", pid, how,
+                                              w->status_text[0] ? " (last status: " : "", w->status_text,
+                                              w->status_text[0] ? ")" : "", w->log_path);
+        } else
+                w->pid = 0;
+        pthread_cond_broadcast(&h->changed);
+        hive_kick(h);
+        pthread_mutex_unlock(&h->lock);
+}
+
+void hive_notify_message(struct hive *h, int pid, const char *msg) {
+        struct hive_worker *w = NULL;
+        char buf[4096], *save = NULL;
+
+        snprintf(buf, sizeof(buf), "%s", msg);
+        pthread_mutex_lock(&h->lock);
+        for (size_t i = 0; i < h->n_workers && pid > 0; i++)
+                if (h->workers[i]->pid == pid)
+                        w = h->workers[i];
+        if (!w) {
+                pthread_mutex_unlock(&h->lock);
+                log_debug("Notify message from unknown pid %d ignored", pid);
+                return;
+        }
+        for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                if (streq(line, "READY=1")) {
+                        if (w->state == HIVE_WORKER_STARTING || w->state == HIVE_WORKER_LOADING) {
+                                w->state = HIVE_WORKER_READY;
+                                w->ready_usec = hive_now_usec();
+                                w->ready_at = hive_wall_sec();
+                                w->last_used_usec = w->ready_usec;
+                                snprintf(w->sub_state, sizeof(w->sub_state), "running");
+                                log_info("Worker %s (pid %d) is ready after %llu ms", w->model, w->pid,
+                                         (unsigned long long) ((w->ready_usec - w->start_usec) / 1000));
+                        }
+                } else if (str_startswith(line, "STATUS=")) {
+                        snprintf(w->status_text, sizeof(w->status_text), "%s", line + 7);
+                        if (w->state == HIVE_WORKER_STARTING)
+                                w->state = HIVE_WORKER_LOADING;
+                } else if (streq(line, "STOPPING=1")) {
+                        if (w->state != HIVE_WORKER_FAILED)
+                                w->state = HIVE_WORKER_STOPPING;
+                        snprintf(w->sub_state, sizeof(w->sub_state), "stop-sigterm");
+                        if (!w->stop_usec)
+                                w->stop_usec = hive_now_usec();
+                } else if (str_startswith(line, "ERRNO=")) {
+                        snprintf(w->error, sizeof(w->error), "%s%s%s", w->status_text, w->status_text[0] ? "; " : "",
+                                 line);
+                }
+        }
+        pthread_cond_broadcast(&h->changed);
+        pthread_mutex_unlock(&h->lock);
+}
+
+static void check_health(struct hive *h) {
+        static uint64_t last;
+        uint64_t now = hive_now_usec();
+        struct hive_worker **ws = NULL;
+        size_t n = 0;
+
+        if (!h->opt.health_interval_usec || now - last < h->opt.health_interval_usec)
+                return;
+        last = now;
+        pthread_mutex_lock(&h->lock);
+        ws = calloc(h->n_workers + 1, sizeof(*ws));
+        for (size_t i = 0; ws && i < h->n_workers; i++)
+                if (h->workers[i]->state == HIVE_WORKER_READY)
+                        ws[n++] = hive_worker_ref(h->workers[i]);
+        pthread_mutex_unlock(&h->lock);
+        for (size_t i = 0; i < n; i++) {
+                int status = 0, r;
+                r = hive_wconn_get(ws[i]->socket_path, "/v1/health", 2000, &status, NULL);
+                pthread_mutex_lock(&h->lock);
+                if (r < 0 || status != 200) {
+                        ws[i]->health_failures++;
+                        if (ws[i]->healthy)
+                                log_warning("Worker %s failed its health check: %s", ws[i]->model,
+                                            r < 0 ? strerror(-r) : "bad status");
+                        ws[i]->healthy = false;
+                } else {
+                        ws[i]->healthy = true;
+                        ws[i]->health_failures = 0;
+                }
+                hive_worker_unref(h, ws[i]);
+                pthread_mutex_unlock(&h->lock);
+        }
+        free(ws);
+}
+
+void hive_periodic(struct hive *h) {
+        struct hive_worker *to_stop[64], *to_reap[64];
+        size_t n_stop = 0, n_reap = 0;
+        uint64_t now = hive_now_usec();
+
+        pthread_mutex_lock(&h->lock);
+        for (size_t i = 0; i < h->n_workers; i++) {
+                struct hive_worker *w = h->workers[i];
+
+                switch (w->state) {
+                case HIVE_WORKER_READY:
+                        /* The idle clock runs only while nothing is attached. */
+                        if (w->active == 0 && w->keep_alive_s >= 0 &&
+                            now - w->last_used_usec >= (uint64_t) w->keep_alive_s * 1000000u && n_stop < 64) {
+                                log_info("Worker %s idle for %llu s (keep-alive %lld s): stopping", w->model,
+                                         (unsigned long long) ((now - w->last_used_usec) / 1000000),
+                                         (long long) w->keep_alive_s);
+                                to_stop[n_stop++] = hive_worker_ref(w);
+                        }
+                        break;
+                case HIVE_WORKER_STOPPING:
+                        if (w->stop_usec && now - w->stop_usec > h->opt.stop_timeout_usec && n_stop < 64)
+                                to_stop[n_stop++] = hive_worker_ref(w);     /* escalates */
+                        break;
+                case HIVE_WORKER_FAILED:
+                        /* Reported (or listed long enough): reap. */
+                        if (w->pid <= 0 && (now - w->failed_usec > h->opt.failed_linger_usec) && w->active == 0 &&
+                            n_reap < 64) {
+                                to_reap[n_reap++] = hive_worker_ref(w);
+                                hive_worker_remove_locked(h, w);
+                                i--;
+                        }
+                        break;
+                case HIVE_WORKER_GONE:
+                        if (n_reap < 64) {
+                                to_reap[n_reap++] = hive_worker_ref(w);
+                                hive_worker_remove_locked(h, w);
+                                i--;
+                        }
+                        break;
+                default:
+                        break;
+                }
+        }
+        hive_jobs_expire_locked(h);
+        pthread_mutex_unlock(&h->lock);
+
+        for (size_t i = 0; i < n_stop; i++)
+                (void) h->units->stop(h, to_stop[i]);
+        for (size_t i = 0; i < n_reap; i++)
+                (void) h->units->reap(h, to_reap[i]);
+        pthread_mutex_lock(&h->lock);
+        for (size_t i = 0; i < n_stop; i++)
+                hive_worker_unref(h, to_stop[i]);
+        for (size_t i = 0; i < n_reap; i++)
+                hive_worker_unref(h, to_reap[i]);
+        pthread_mutex_unlock(&h->lock);
+        check_health(h);
+}
