@@ -9,6 +9,7 @@ BUILD    ?= build
 PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
 SBINDIR  ?= $(PREFIX)/sbin
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 LIBEXECDIR ?= $(PREFIX)/libexec
 CC       ?= cc
 PKG_CONFIG ?= pkg-config
@@ -113,6 +114,8 @@ install: $(PROGRAMS)
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 0755 $(TOOLS) $(DESTDIR)$(BINDIR)/
 	$(if $(wildcard $(BUILD)/rbee),install -m 0755 $(BUILD)/rbee $(DESTDIR)$(BINDIR)/)
+	install -d $(DESTDIR)$(BASHCOMPDIR)
+	install -m 0644 keeper/rbee.bash-completion $(DESTDIR)$(BASHCOMPDIR)/rbee
 	$(if $(wildcard $(BUILD)/rbee-hive),install -d $(DESTDIR)$(SBINDIR) && install -m 0755 $(BUILD)/rbee-hive $(DESTDIR)$(SBINDIR)/)
 	$(if $(wildcard $(BUILD)/rbee-workerd),install -d $(DESTDIR)$(SBINDIR) && install -m 0755 $(BUILD)/rbee-workerd $(DESTDIR)$(SBINDIR)/)
 
