@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "json-util.h"
+#include "strutil.h"
 
 int json_parse_strict(const char *s, size_t n, int max_depth, struct json_object **ret,
                       char *err, size_t errlen) {
@@ -17,6 +18,12 @@ int json_parse_strict(const char *s, size_t n, int max_depth, struct json_object
                 return -E2BIG;
         if (memchr(s, 0, n)) {
                 snprintf(err, errlen, "NUL byte in JSON text");
+                return -EBADMSG;
+        }
+        /* json-c's own check lets overlong forms (0xC0 0xBC), surrogates and
+         * code points past U+10FFFF through. */
+        if (!utf8_is_valid(s, n)) {
+                snprintf(err, errlen, "invalid UTF-8 in JSON text");
                 return -EBADMSG;
         }
         tok = json_tokener_new_ex(max_depth);
@@ -145,6 +152,10 @@ int json_get_string(const struct json_object *o, const char *key, const char **r
         if (!v)
                 return 0;
         if (!json_object_is_type(v, json_type_string))
+                return -EINVAL;
+        /* A caller without ret_len reads a C string: "a\u0000b" would pass as
+         * "a" (another model id, a shorter prompt), so it is refused. */
+        if (!ret_len && strlen(json_object_get_string(v)) != (size_t) json_object_get_string_len(v))
                 return -EINVAL;
         *ret = json_object_get_string(v);
         if (ret_len)

@@ -31,7 +31,7 @@ int json_get_uint64(const struct json_object *o, const char *key, uint64_t *ret)
 /* Integers are accepted for doubles; NaN and infinities never appear in strict JSON. */
 int json_get_double(const struct json_object *o, const char *key, double min, double max, double *ret);
 int json_get_bool(const struct json_object *o, const char *key, bool *ret);
-/* *ret points into o. */
+/* *ret points into o. Without ret_len, a string holding a NUL is -EINVAL. */
 int json_get_string(const struct json_object *o, const char *key, const char **ret, size_t *ret_len);
 /* Any value of the given type (object, array). */
 int json_get_typed(const struct json_object *o, const char *key, enum json_type type, struct json_object **ret);

@@ -15,7 +15,12 @@
 DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize)
 
 struct hive_catalog {
-        sqlite3 *db;
+        sqlite3 *db;            /* writes */
+        /* Reads, on their own connection: a write that waits for another
+         * process's lock holds its connection for the busy timeout, and
+         * routing (which reads) must not wait behind it. WAL readers never
+         * wait for writers. */
+        sqlite3 *rdb;
         char *path;
 };
 
@@ -36,6 +41,14 @@ static const char *const migrations[] = {
         "  backend TEXT NOT NULL DEFAULT 'cpu',"
         "  device INTEGER NOT NULL DEFAULT 0,"
         "  managed INTEGER NOT NULL DEFAULT 0,"
+        "  created_at INTEGER NOT NULL"
+        ");",
+        /* Downloads in flight: a hive that dies mid-download resumes them at
+         * its next start, and removes any .partial file without a row here. */
+        "CREATE TABLE downloads ("
+        "  id TEXT PRIMARY KEY NOT NULL,"
+        "  source TEXT NOT NULL,"
+        "  job_id TEXT,"
         "  created_at INTEGER NOT NULL"
         ");",
 };
@@ -133,6 +146,10 @@ static int open_db(const char *path, sqlite3 **ret, char *err, size_t errlen) {
                 sqlite3_close_v2(db);
                 return is_corruption(rc) ? -EBADMSG : -EIO;
         }
+        /* Step returns the extended code itself: with one connection shared by
+         * threads, sqlite3_extended_errcode() may already tell of another
+         * thread's statement. */
+        (void) sqlite3_extended_result_codes(db, 1);
         *ret = db;
         return 0;
 }
@@ -194,13 +211,26 @@ int hive_catalog_open(const char *path, struct hive_catalog **ret, char **ret_re
                 snprintf(err, errlen, "cannot open catalog %s: %s", path, msg);
                 return r == -EBADMSG ? -EIO : r;
         }
+        sqlite3 *rdb = NULL;
+        int rc = sqlite3_open_v2(path, &rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, NULL);
+        if (rc != SQLITE_OK) {
+                snprintf(err, errlen, "cannot open catalog %s for reading: %s", path,
+                         rdb ? sqlite3_errmsg(rdb) : sqlite3_errstr(rc));
+                sqlite3_close_v2(rdb);
+                sqlite3_close_v2(db);
+                return -EIO;
+        }
+        (void) sqlite3_extended_result_codes(rdb, 1);
+        (void) sqlite3_busy_timeout(rdb, 5000);
         c = calloc(1, sizeof(*c));
         if (!c || !(c->path = strdup(path))) {
                 free(c);
+                sqlite3_close_v2(rdb);
                 sqlite3_close_v2(db);
                 return -ENOMEM;
         }
         c->db = db;
+        c->rdb = rdb;
         *ret = c;
         if (ret_recovered_from)
                 *ret_recovered_from = TAKE_PTR(recovered);
@@ -210,6 +240,7 @@ int hive_catalog_open(const char *path, struct hive_catalog **ret, char **ret_re
 struct hive_catalog *hive_catalog_free(struct hive_catalog *c) {
         if (!c)
                 return NULL;
+        sqlite3_close_v2(c->rdb);
         sqlite3_close_v2(c->db);
         free(c->path);
         free(c);
@@ -223,6 +254,9 @@ const char *hive_catalog_path(const struct hive_catalog *c) {
 static int sql_errno(sqlite3 *db, int rc) {
         if ((rc & 0xff) == SQLITE_CONSTRAINT)
                 return -EEXIST;
+        /* Another process holds the write lock past the busy timeout. */
+        if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+                return -EBUSY;
         if (is_corruption(rc))
                 return -EBADMSG;
         if ((rc & 0xff) == SQLITE_FULL)
@@ -265,7 +299,7 @@ int hive_catalog_add(struct hive_catalog *c, const struct hive_model *m) {
         sqlite3_bind_int64(st, 14, m->created_at ? m->created_at : (sqlite3_int64) time(NULL));
         rc = sqlite3_step(st);
         if (rc != SQLITE_DONE)
-                return sql_errno(c->db, sqlite3_extended_errcode(c->db));
+                return sql_errno(c->db, rc);
         return 0;
 }
 
@@ -312,15 +346,15 @@ int hive_catalog_get(struct hive_catalog *c, const char *id, struct hive_model *
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
         int rc;
 
-        rc = sqlite3_prepare_v2(c->db, SELECT_MODEL " WHERE id = ?1", -1, &st, NULL);
+        rc = sqlite3_prepare_v2(c->rdb, SELECT_MODEL " WHERE id = ?1", -1, &st, NULL);
         if (rc != SQLITE_OK)
-                return sql_errno(c->db, rc);
+                return sql_errno(c->rdb, rc);
         bind_text(st, 1, id);
         rc = sqlite3_step(st);
         if (rc == SQLITE_DONE)
                 return -ENOENT;
         if (rc != SQLITE_ROW)
-                return sql_errno(c->db, rc);
+                return sql_errno(c->rdb, rc);
         return row_to_model(st, ret);
 }
 
@@ -338,9 +372,9 @@ int hive_catalog_list(struct hive_catalog *c, struct hive_model ***ret, size_t *
         size_t n = 0, cap = 0;
         int rc, r;
 
-        rc = sqlite3_prepare_v2(c->db, SELECT_MODEL " ORDER BY id", -1, &st, NULL);
+        rc = sqlite3_prepare_v2(c->rdb, SELECT_MODEL " ORDER BY id", -1, &st, NULL);
         if (rc != SQLITE_OK)
-                return sql_errno(c->db, rc);
+                return sql_errno(c->rdb, rc);
         l = calloc(1, sizeof(*l));
         if (!l)
                 return -ENOMEM;
@@ -361,7 +395,7 @@ int hive_catalog_list(struct hive_catalog *c, struct hive_model ***ret, size_t *
                 l[++n] = NULL;
         }
         if (rc != SQLITE_DONE)
-                return sql_errno(c->db, rc);
+                return sql_errno(c->rdb, rc);
         *ret = TAKE_PTR(l);
         if (ret_n)
                 *ret_n = n;
@@ -401,12 +435,12 @@ int hive_catalog_count(struct hive_catalog *c, size_t *ret) {
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
         int rc;
 
-        rc = sqlite3_prepare_v2(c->db, "SELECT COUNT(*) FROM models", -1, &st, NULL);
+        rc = sqlite3_prepare_v2(c->rdb, "SELECT COUNT(*) FROM models", -1, &st, NULL);
         if (rc != SQLITE_OK)
-                return sql_errno(c->db, rc);
+                return sql_errno(c->rdb, rc);
         rc = sqlite3_step(st);
         if (rc != SQLITE_ROW)
-                return sql_errno(c->db, rc);
+                return sql_errno(c->rdb, rc);
         *ret = (size_t) sqlite3_column_int64(st, 0);
         return 0;
 }
@@ -474,4 +508,91 @@ struct json_object *hive_model_to_json(const struct hive_model *m, bool loaded) 
         json_object_object_add(o, "managed", json_object_new_boolean(m->managed));
         json_object_object_add(o, "loaded", json_object_new_boolean(loaded));
         return o;
+}
+
+int hive_catalog_download_begin(struct hive_catalog *c, const char *id, const char *source, const char *job_id) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        int rc;
+
+        rc = sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO downloads (id, source, job_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+                                -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return sql_errno(c->db, rc);
+        bind_text(st, 1, id);
+        bind_text(st, 2, source);
+        bind_text(st, 3, job_id);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64) time(NULL));
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                return sql_errno(c->db, rc);
+        return 0;
+}
+
+int hive_catalog_download_end(struct hive_catalog *c, const char *id) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        int rc;
+
+        rc = sqlite3_prepare_v2(c->db, "DELETE FROM downloads WHERE id = ?1", -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return sql_errno(c->db, rc);
+        bind_text(st, 1, id);
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                return sql_errno(c->db, rc);
+        return sqlite3_changes(c->db) > 0 ? 0 : -ENOENT;
+}
+
+void hive_catalog_download_listp(struct hive_catalog_download **l) {
+        if (!*l)
+                return;
+        for (struct hive_catalog_download *d = *l; d->id; d++) {
+                free(d->id);
+                free(d->source);
+                free(d->job_id);
+        }
+        free(*l);
+}
+
+int hive_catalog_download_list(struct hive_catalog *c, struct hive_catalog_download **ret) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        _cleanup_(hive_catalog_download_listp) struct hive_catalog_download *l = NULL;
+        size_t n = 0, cap = 0;
+        int rc;
+
+        rc = sqlite3_prepare_v2(c->rdb, "SELECT id, source, job_id FROM downloads ORDER BY created_at, id", -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return sql_errno(c->rdb, rc);
+        l = calloc(1, sizeof(*l));
+        if (!l)
+                return -ENOMEM;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (n + 1 >= cap) {
+                        size_t ncap = cap ? cap * 2 : 8;
+                        struct hive_catalog_download *nl = realloc(l, ncap * sizeof(*l));
+                        if (!nl)
+                                return -ENOMEM;
+                        l = nl;
+                        cap = ncap;
+                }
+                l[n] = (struct hive_catalog_download) {};
+                int r = dup_col(st, 0, &l[n].id);
+                if (r >= 0)
+                        r = dup_col(st, 1, &l[n].source);
+                if (r >= 0)
+                        r = dup_col(st, 2, &l[n].job_id);
+                if (r < 0 || !l[n].id || !l[n].source) {
+                        free(l[n].id);
+                        free(l[n].source);
+                        free(l[n].job_id);
+                        l[n] = (struct hive_catalog_download) {};
+                        if (r < 0)
+                                return r;
+                        continue;       /* a row without id or source is not ours: skip it */
+                }
+                l[++n] = (struct hive_catalog_download) {};
+        }
+        if (rc != SQLITE_DONE)
+                return sql_errno(c->rdb, rc);
+        *ret = TAKE_PTR(l);
+        return (int) MIN(n, (size_t) INT32_MAX);
 }

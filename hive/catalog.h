@@ -32,7 +32,7 @@ struct hive_model {
 
 struct hive_catalog;
 
-#define HIVE_CATALOG_SCHEMA_VERSION 1
+#define HIVE_CATALOG_SCHEMA_VERSION 2
 
 /* Open (creating it and its directory's file as needed) and migrate.
  * *ret_recovered_from is set to the path the corrupt database was moved to,
@@ -42,6 +42,10 @@ int hive_catalog_open(const char *path, struct hive_catalog **ret, char **ret_re
 struct hive_catalog *hive_catalog_free(struct hive_catalog *c);
 const char *hive_catalog_path(const struct hive_catalog *c);
 
+/* Errors of every call below: -EBUSY when another process holds the
+ * database's write lock beyond the busy timeout (5 s), -EBADMSG when it is
+ * corrupt, -ENOSPC when its disk is full, -EIO otherwise. */
+
 /* -EEXIST when the id is taken. */
 int hive_catalog_add(struct hive_catalog *c, const struct hive_model *m);
 /* -ENOENT when absent. */
@@ -50,6 +54,20 @@ int hive_catalog_list(struct hive_catalog *c, struct hive_model ***ret, size_t *
 int hive_catalog_remove(struct hive_catalog *c, const char *id);
 int hive_catalog_count(struct hive_catalog *c, size_t *ret);
 int hive_catalog_set_sha256(struct hive_catalog *c, const char *id, const char *sha256);
+
+/* Downloads in flight (schema 2): recorded when a download starts, removed
+ * when it ends either way, so that a hive killed mid-download finds them at
+ * its next start. The list ends with an entry whose id is NULL; the count
+ * is returned. */
+struct hive_catalog_download {
+        char *id;               /* the model id */
+        char *source;           /* as the client gave it */
+        char *job_id;           /* the job's id, kept by the resumed job; may be NULL */
+};
+int hive_catalog_download_begin(struct hive_catalog *c, const char *id, const char *source, const char *job_id);
+int hive_catalog_download_end(struct hive_catalog *c, const char *id);        /* -ENOENT when absent */
+int hive_catalog_download_list(struct hive_catalog *c, struct hive_catalog_download **ret);
+void hive_catalog_download_listp(struct hive_catalog_download **l);
 
 struct hive_model *hive_model_free(struct hive_model *m);
 void hive_model_listp(struct hive_model ***l);          /* NULL-terminated list */

@@ -4,9 +4,15 @@
  * sha256 (LFS oid); the file is fetched into <models>/<id>.gguf.partial,
  * resumed with Range after a reset or a stall (bounded retries, exponential
  * backoff with jitter), verified, checked as GGUF, renamed into place, and
- * only then written to the catalog. Every failure removes the partial file. */
+ * only then written to the catalog. Every failure removes the partial file.
+ *
+ * A download in flight has a row in the catalog's downloads table. When the
+ * hive stops (or dies) mid-download, the partial file and the row stay, and
+ * hive_downloads_recover() at the next start resumes the download under the
+ * same job id; a .partial file without a row is removed then. */
 #include <ctype.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -27,12 +33,25 @@
 
 #define LISTING_MAX (8u << 20)
 
+DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir)
+
 #ifndef RBEE_VERSION
 #define RBEE_VERSION "0.1.0"
 #endif
 
 static bool repo_char_ok(char c) {
         return isalnum((unsigned char) c) || c == '.' || c == '_' || c == '-';
+}
+
+/* A "." or ".." path component: the repo and the file go into URLs, where
+ * they would climb out of the repository. */
+static bool has_dot_segment(const char *s) {
+        for (const char *p = s; *p; p += *p == '/') {
+                if (p[0] == '.' && (!p[1] || p[1] == '/' || (p[1] == '.' && (!p[2] || p[2] == '/'))))
+                        return true;
+                p += strcspn(p, "/");
+        }
+        return false;
 }
 
 static void lower_id(char *s) {
@@ -72,7 +91,8 @@ int hive_download_parse_source(const char *source, char **ret_repo, char **ret_s
         if (!repo)
                 return -ENOMEM;
         slash = strchr(repo, '/');
-        if (!slash || slash == repo || !slash[1] || strchr(slash + 1, '/') || strlen(repo) > 200) {
+        if (!slash || slash == repo || !slash[1] || strchr(slash + 1, '/') || strlen(repo) > 200 ||
+            has_dot_segment(repo)) {
                 snprintf(err, errlen, "'%.200s' is not hf:ORG/REPO[:QUANT|:FILE.gguf]", source);
                 return -EINVAL;
         }
@@ -82,7 +102,8 @@ int hive_download_parse_source(const char *source, char **ret_repo, char **ret_s
                         return -EINVAL;
                 }
         if (colon) {
-                if (!colon[1] || strlen(colon + 1) > 255 || strstr(colon + 1, "..") || colon[1] == '/') {
+                if (!colon[1] || strlen(colon + 1) > 255 || strstr(colon + 1, "..") || colon[1] == '/' ||
+                    has_dot_segment(colon + 1)) {
                         snprintf(err, errlen, "bad file or quant in '%.200s'", source);
                         return -EINVAL;
                 }
@@ -131,6 +152,12 @@ struct dl {
         int write_errno;
         struct strbuf *mem;             /* listing: into memory */
         const char *file;
+        /* The outcome, told to the job only once the partial file and the
+         * downloads row are dealt with: a client that sees the terminal
+         * event sees the final state of the disk and the catalog. */
+        bool failed;
+        char err_code[32];
+        char err_msg[1024];
 };
 
 static void emit_progress(struct dl *d, bool force) {
@@ -167,7 +194,8 @@ static size_t on_write(char *p, size_t size, size_t n, void *userdata) {
                         if (errno == EINTR)
                                 continue;
                         d->write_errno = errno;
-                        d->enospc = errno == ENOSPC || errno == EDQUOT;
+                        /* EFBIG: RLIMIT_FSIZE or the file system's own limit. */
+                        d->enospc = errno == ENOSPC || errno == EDQUOT || errno == EFBIG;
                         return 0;
                 }
                 done += (size_t) k;
@@ -226,17 +254,40 @@ static int job_fail(struct dl *d, const char *code, const char *fmt, ...) {
         char msg[1024];
         va_list ap;
 
+        if (d->failed)
+                return -EIO;
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
-        pthread_mutex_lock(&d->h->lock);
-        if (d->j->cancel)
-                (void) hive_job_error_locked(d->h, d->j, "cancelled", "the download was cancelled");
-        else
-                (void) hive_job_error_locked(d->h, d->j, code, "%s", msg);
-        d->h->metrics.downloads_failed++;
-        pthread_mutex_unlock(&d->h->lock);
+        d->failed = true;
+        if (d->j->cancel && !d->h->stopping) {
+                code = "cancelled";
+                snprintf(msg, sizeof(msg), "the download was cancelled");
+        }
+        snprintf(d->err_code, sizeof(d->err_code), "%s", code);
+        snprintf(d->err_msg, sizeof(d->err_msg), "%s", msg);
         return -EIO;
+}
+
+/* The terminal event; the failure counter counts failures, not stops. */
+static void emit_failure(struct dl *d) {
+        pthread_mutex_lock(&d->h->lock);
+        (void) hive_job_error_locked(d->h, d->j, d->err_code[0] ? d->err_code : "internal_error", "%s",
+                                     d->err_msg[0] ? d->err_msg : "the download failed");
+        if (!streq(d->err_code, "shutting_down"))
+                d->h->metrics.downloads_failed++;
+        pthread_mutex_unlock(&d->h->lock);
+}
+
+/* The hive is stopping: the partial file and the downloads row stay, and the
+ * next start resumes the download (hive_downloads_recover()). */
+static int job_stopping(struct dl *d) {
+        if (!d->failed) {
+                d->failed = true;
+                snprintf(d->err_code, sizeof(d->err_code), "shutting_down");
+                snprintf(d->err_msg, sizeof(d->err_msg), "the hive is stopping: the download resumes when it starts again");
+        }
+        return -ESHUTDOWN;
 }
 
 static const char *status_code(long st) {
@@ -414,7 +465,10 @@ static int fetch_file(struct dl *d, const char *url, struct curl_slist *hdrs, co
                 d->h->metrics.download_bytes += d->written;
                 pthread_mutex_unlock(&d->h->lock);
 
-                if (d->j->cancel || d->h->stopping)
+                /* The hive cancels every job when it stops: stopping wins. */
+                if (d->h->stopping)
+                        return job_stopping(d);
+                if (d->j->cancel)
                         return job_fail(d, "cancelled", "cancelled");
                 if (d->enospc)
                         return job_fail(d, "disk_full", "the disk filled up while writing %s (%s)", partial,
@@ -469,7 +523,7 @@ static int fetch_file(struct dl *d, const char *url, struct curl_slist *hdrs, co
                 log_notice("Download of %s: %s; retry %u in %llu ms", url, reason, d->attempt,
                            (unsigned long long) (delay / 1000));
                 if (!backoff(d, delay))
-                        return job_fail(d, "cancelled", "cancelled");
+                        return d->h->stopping ? job_stopping(d) : job_fail(d, "cancelled", "cancelled");
         }
 }
 
@@ -517,6 +571,34 @@ static void finish_ok(struct dl *d) {
                    d->j->model, d->j->source);
 }
 
+/* The catalog may be write-locked by another process (an sqlite3 shell, a
+ * backup): the file is complete and verified, so wait for the lock a while
+ * rather than throw the download away. */
+#define CATALOG_WAIT_USEC (120u * 1000000u)
+
+static int catalog_add_patiently(struct dl *d, const struct hive_model *m) {
+        uint64_t deadline = hive_now_usec() + CATALOG_WAIT_USEC;
+        unsigned attempt = 0;
+
+        for (;;) {
+                int r = hive_catalog_add(d->h->catalog, m);
+                if (r != -EBUSY || hive_now_usec() >= deadline)
+                        return r;
+                struct json_object *o = json_object_new_object();
+                if (o) {
+                        json_object_object_add(o, "attempt", json_object_new_int((int) ++attempt + 1));
+                        json_object_object_add(o, "delay_ms", json_object_new_int(500));
+                        json_object_object_add(o, "reason", json_object_new_string("the catalog is locked by another process"));
+                        pthread_mutex_lock(&d->h->lock);
+                        (void) hive_job_event_locked(d->h, d->j, "retry", o);
+                        pthread_mutex_unlock(&d->h->lock);
+                }
+                log_notice("The catalog is locked by another process: waiting to register %s", m->id);
+                if (!backoff(d, 500000))
+                        return d->h->stopping ? -ESHUTDOWN : -ECANCELED;
+        }
+}
+
 void *hive_download_thread(void *arg) {
         struct hive_thread_arg *a = arg;
         struct hive *h = a->h;
@@ -527,28 +609,29 @@ void *hive_download_thread(void *arg) {
         struct curl_slist *hdrs = NULL;
         struct dl d = { .h = h, .j = j, .fd = -1, .file = "" };
         const char *token = getenv("HF_TOKEN");
+        bool keep = false;              /* leave the partial file and the downloads row for the next start */
+        bool ok = false;
         char err[512];
         uint64_t size = 0;
         int r;
 
         if (hive_download_parse_source(j->source, &repo, &sel, &def_id, err, sizeof(err)) < 0) {
                 job_fail(&d, "invalid_reference", "%s", err);
-                return NULL;
+                goto out;
         }
         if (!repo) {
                 d.file = sel;
-                if (register_local(&d, sel, j->source) >= 0)
-                        finish_ok(&d);
-                return NULL;
+                ok = register_local(&d, sel, j->source) >= 0;
+                goto out;
         }
         ep = strdup(h->opt.hf_endpoint);
         if (!ep)
-                return NULL;
+                goto out;
         while (str_endswith(ep, "/") && strlen(ep) > 1)
                 ep[strlen(ep) - 1] = 0;
         if (token && *token) {
                 if (asprintf(&auth, "Authorization: Bearer %s", token) < 0)
-                        return NULL;
+                        goto out;
                 hdrs = curl_slist_append(hdrs, auth);
         }
         r = fetch_listing(&d, ep, repo, hdrs, &list);
@@ -578,10 +661,20 @@ void *hive_download_thread(void *arg) {
                 job_fail(&d, "disk_full", "not enough free space in %s: %s needs %llu MiB, %llu MiB free", h->models_dir,
                          file, (unsigned long long) (size >> 20),
                          (unsigned long long) (((uint64_t) vfs.f_bavail * vfs.f_frsize) >> 20));
-                goto out;
+                goto fail_partial;
         }
+        /* Without the row a crash would leave an orphan, which the next start
+         * removes: the download still works, it just would not resume. */
+        r = hive_catalog_download_begin(h->catalog, j->model, j->source, j->id);
+        if (r < 0)
+                log_warning("Cannot record the download of %s in the catalog (%s): it will not resume after a crash",
+                            j->model, strerror(-r));
         log_info("Downloading %s (%llu bytes) to %s", url, (unsigned long long) size, partial);
         r = fetch_file(&d, url, hdrs, partial);
+        if (r == -ESHUTDOWN) {
+                keep = true;
+                goto out;
+        }
         if (r < 0)
                 goto fail_partial;
         if (sha) {
@@ -595,6 +688,11 @@ void *hive_download_thread(void *arg) {
                         pthread_mutex_unlock(&h->lock);
                 }
                 r = hive_sha256_file(partial, got, &j->cancel);
+                if (r == -ECANCELED && h->stopping) {
+                        (void) job_stopping(&d);
+                        keep = true;
+                        goto out;
+                }
                 if (r < 0) {
                         job_fail(&d, r == -ECANCELED ? "cancelled" : "internal_error", "cannot hash %s: %s", partial,
                                  strerror(-r));
@@ -633,25 +731,157 @@ void *hive_download_thread(void *arg) {
                 m.managed = true;
                 m.created_at = hive_wall_sec();
                 if (r >= 0)
-                        r = hive_catalog_add(h->catalog, &m);
+                        r = catalog_add_patiently(&d, &m);
                 free(m.architecture);
                 free(m.quantization);
                 free(m.name);
-                if (r < 0) {
+                if (r == -EEXIST || r == -ECANCELED) {
                         (void) unlink(final);
-                        job_fail(&d, r == -EEXIST ? "model_exists" : "internal_error", "cannot add %s to the catalog: %s",
-                                 j->model, r == -EEXIST ? "the id is taken" : strerror(-r));
+                        job_fail(&d, r == -EEXIST ? "model_exists" : "cancelled", "cannot add %s to the catalog: %s",
+                                 j->model, r == -EEXIST ? "the id is taken" : "cancelled");
+                        goto out;
+                }
+                if (r < 0) {
+                        /* Verified bytes are not thrown away: back to .partial, where
+                         * the next start (or the same download asked again) finds
+                         * the file complete and only registers it. */
+                        keep = rename(final, partial) >= 0;
+                        if (!keep)
+                                (void) unlink(final);
+                        if (r == -ESHUTDOWN)
+                                (void) job_stopping(&d);
+                        else
+                                job_fail(&d, r == -EBUSY ? "catalog_busy" : "internal_error",
+                                         "cannot add %s to the catalog: %s%s", j->model,
+                                         r == -EBUSY ? "another process holds its write lock" : strerror(-r),
+                                         keep ? "; the file is kept and registered when the download is asked again or the hive restarts"
+                                              : "");
                         goto out;
                 }
         }
-        finish_ok(&d);
+        ok = true;
         goto out;
 
 fail_partial:
-        (void) unlink(partial);
+        if (partial)
+                (void) unlink(partial);
 out:
+        if (partial && !keep) {
+                r = hive_catalog_download_end(h->catalog, j->model);
+                if (r < 0 && r != -ENOENT)
+                        log_warning("Cannot remove the finished download of %s from the catalog: %s", j->model,
+                                    strerror(-r));
+        }
         curl_slist_free_all(hdrs);
         if (auth)
                 explicit_bzero(auth, strlen(auth));
+        if (ok)
+                finish_ok(&d);
+        else {
+                if (!d.failed)
+                        job_fail(&d, "internal_error", "out of memory");
+                emit_failure(&d);
+        }
         return NULL;
+}
+
+/* One download row found at start: resume it under its old job id. Lock held. */
+static int resume_one(struct hive *h, const struct hive_catalog_download *row) {
+        _cleanup_(json_object_putp) struct json_object *req = NULL;
+        struct hive_job *j = NULL;
+        int r;
+
+        r = hive_job_new_locked(h, HIVE_JOB_DOWNLOAD, row->id,
+                                row->job_id && hive_job_id_is_valid(row->job_id) ? row->job_id : NULL, &j);
+        if (r < 0)
+                return r;
+        req = json_object_new_object();
+        if (!req || !(j->source = strdup(row->source))) {
+                (void) hive_job_error_locked(h, j, "internal_error", "out of memory");
+                return -ENOMEM;
+        }
+        json_object_object_add(req, "source", json_object_new_string(row->source));
+        json_object_object_add(req, "id", json_object_new_string(row->id));
+        json_object_object_add(req, "resumed", json_object_new_boolean(true));
+        j->request = TAKE_PTR(req);
+        r = hive_job_start_thread_locked(h, j);
+        if (r < 0) {
+                (void) hive_job_error_locked(h, j, "overloaded", "too many jobs are running");
+                return r;
+        }
+        log_info("Resuming the download of %s (%s) as job %s", row->id, row->source, j->id);
+        return 0;
+}
+
+static bool row_for(const struct hive_catalog_download *rows, const char *id) {
+        for (const struct hive_catalog_download *d = rows; d && d->id; d++)
+                if (streq(d->id, id))
+                        return true;
+        return false;
+}
+
+int hive_downloads_recover(struct hive *h) {
+        _cleanup_(hive_catalog_download_listp) struct hive_catalog_download *rows = NULL;
+        _cleanup_(closedirp) DIR *dir = NULL;
+        unsigned resumed = 0, removed = 0;
+        struct dirent *de;
+        int r;
+
+        r = hive_catalog_download_list(h->catalog, &rows);
+        if (r < 0)
+                return log_error_errno(r, "Cannot read the downloads in flight from the catalog: %m");
+        for (struct hive_catalog_download *d = rows; d->id; d++) {
+                _cleanup_(hive_model_freep) struct hive_model *m = NULL;
+                _cleanup_(freep) char *partial = NULL;
+                /* Registered, but the hive died before it dropped the row. */
+                if (!hive_id_is_valid(d->id) || hive_catalog_get(h->catalog, d->id, &m) >= 0) {
+                        (void) hive_catalog_download_end(h->catalog, d->id);
+                        if (hive_id_is_valid(d->id) && asprintf(&partial, "%s/%s.gguf.partial", h->models_dir, d->id) >= 0)
+                                (void) unlink(partial);
+                        continue;
+                }
+                /* Died between the rename and the catalog row: the file is
+                 * whole, so the resumed job only verifies and registers it. */
+                _cleanup_(freep) char *final = NULL;
+                if (asprintf(&partial, "%s/%s.gguf.partial", h->models_dir, d->id) < 0 ||
+                    asprintf(&final, "%s/%s.gguf", h->models_dir, d->id) < 0)
+                        return -ENOMEM;
+                if (access(partial, F_OK) < 0 && errno == ENOENT && rename(final, partial) >= 0)
+                        log_info("Found the whole download of %s: verifying it again", d->id);
+                pthread_mutex_lock(&h->lock);
+                r = resume_one(h, d);
+                pthread_mutex_unlock(&h->lock);
+                if (r < 0)
+                        log_warning("Cannot resume the download of %s: %s; it resumes when asked again", d->id,
+                                    strerror(-r));
+                else
+                        resumed++;
+        }
+
+        /* A partial file that no download row claims is garbage. */
+        dir = opendir(h->models_dir);
+        if (!dir)
+                return errno == ENOENT ? 0 : log_error_errno(errno, "Cannot read %s: %m", h->models_dir);
+        while ((de = readdir(dir))) {
+                size_t n = strlen(de->d_name);
+                static const char sfx[] = ".gguf.partial";
+                _cleanup_(freep) char *id = NULL;
+
+                if (n <= sizeof(sfx) - 1 || !str_endswith(de->d_name, sfx))
+                        continue;
+                id = strndup(de->d_name, n - (sizeof(sfx) - 1));
+                if (!id)
+                        return -ENOMEM;
+                if (row_for(rows, id))
+                        continue;
+                if (unlinkat(dirfd(dir), de->d_name, 0) < 0)
+                        log_warning("Cannot remove the stray partial download %s/%s: %m", h->models_dir, de->d_name);
+                else {
+                        log_notice("Removed the stray partial download %s/%s", h->models_dir, de->d_name);
+                        removed++;
+                }
+        }
+        if (resumed || removed)
+                log_info("Downloads: %u resumed, %u stray partial files removed", resumed, removed);
+        return (int) resumed;
 }

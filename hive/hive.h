@@ -61,10 +61,9 @@ enum hive_worker_state {
 
 struct hive_worker {
         unsigned refs;
-        char *model;
-        char *escaped;                  /* unit instance */
+        char *model;                    /* a valid id (hive_id_is_valid): safe as a file name */
         char *unit;
-        char *socket_path;
+        char *socket_path;              /* <runtime>/workers/<model>.sock, the id unescaped (%I) */
         char *log_path;
         char *registry_path;
         char *backend;
@@ -143,6 +142,11 @@ struct hive_units_ops {
         int (*refresh)(struct hive *h, bool initial);
         /* Forget a failed worker (ResetFailedUnit, remove registry files). */
         int (*reap)(struct hive *h, struct hive_worker *w);
+        /* A request could not reach the worker although it was listed ready:
+         * read the truth about this one worker now (unit state, process
+         * alive) instead of waiting for the next refresh, and update w->state
+         * under the lock. 1 while it still runs, 0 when it is gone. */
+        int (*check)(struct hive *h, struct hive_worker *w);
 };
 
 extern const struct hive_units_ops hive_units_process;
@@ -212,9 +216,27 @@ struct hive_acquire {
  * (admission: -EBUSY when it already has 1 + max_queue requests). *ret_started
  * tells whether this call started it. Errors with a message in err:
  * -ENOENT (no model), -ENODEV/-EOPNOTSUPP/-ENOMEM (pre-start checks),
- * -EBUSY, -ETIMEDOUT, -ECANCELED, -ESHUTDOWN, -EIO (worker failed), -EMFILE (max workers). */
+ * -EBUSY, -ETIMEDOUT, -ECANCELED, -ESHUTDOWN, -EIO (worker failed), -EMFILE (max workers),
+ * -ENAMETOOLONG (the id does not fit a socket path). A running worker on
+ * another backend than a->backend is -ENODEV. */
 int hive_worker_acquire(struct hive *h, const struct hive_acquire *a, struct hive_worker **ret, bool *ret_started,
                         char *err, size_t errlen);
+/* Lock held. Whether a request asking for backend/device (NULL/-1: the
+ * model's default) may use the running worker w: -ENODEV/-EOPNOTSUPP with a
+ * message when the machine lacks that backend or w runs on another one. */
+int hive_worker_check_placement_locked(struct hive *h, const struct hive_worker *w, const char *backend, int device,
+                                       char *err, size_t errlen);
+/* Acquire the model's worker and send it one request: connect, send, read the
+ * response head (status in hive_wconn_status()). A worker that was listed
+ * ready but cannot be reached (stopped behind the hive's back, crashed, its
+ * socket gone) is re-checked, restarted and tried once more. *slot (may be
+ * NULL) is published under the lock while the head is awaited, so that a
+ * cancel can abort it. Errors as hive_worker_acquire(), and -ECONNREFUSED
+ * when even the restarted worker could not be reached. On success the
+ * caller owns *ret_conn and releases *ret with hive_worker_release(). */
+int hive_worker_request(struct hive *h, const struct hive_acquire *a, const char *method, const char *path,
+                        const char *body, size_t len, struct hive_wconn **slot, struct hive_worker **ret,
+                        bool *ret_started, struct hive_wconn **ret_conn, char *err, size_t errlen);
 /* Detach a request; keep_alive_s >= -1 sets the worker's keep-alive. */
 void hive_worker_release(struct hive *h, struct hive_worker *w, int64_t keep_alive_s);
 /* Stop the model's worker and wait for it to go (bounded). -ENOENT when none. */
@@ -228,7 +250,11 @@ void hive_notify_message(struct hive *h, int pid, const char *msg);
 void hive_periodic(struct hive *h);
 
 /* ---- jobs.c ---- */
-int hive_job_new_locked(struct hive *h, enum hive_job_type type, const char *model, struct hive_job **ret);
+/* A new job under id (a client's job_id; NULL: a random "j-..."). -EINVAL
+ * for an id that is not hive_job_id_is_valid(), -EEXIST while a running job
+ * has that id; a finished job of that id is dropped. */
+int hive_job_new_locked(struct hive *h, enum hive_job_type type, const char *model, const char *id,
+                        struct hive_job **ret);
 struct hive_job *hive_job_find_locked(struct hive *h, const char *id);
 struct hive_job *hive_job_ref(struct hive_job *j);
 void hive_job_unref_locked(struct hive *h, struct hive_job *j);
@@ -255,6 +281,10 @@ void hive_acquire_error(int r, unsigned *ret_status, const char **ret_code);
 
 /* ---- download.c ---- */
 void *hive_download_thread(void *arg);
+/* At start, before serving: resume the downloads a previous hive left in
+ * flight (catalog downloads table) under their job ids, and remove .partial
+ * files no download claims. Returns how many resumed. Lock not held. */
+int hive_downloads_recover(struct hive *h);
 /* Parse a source reference, derive the default id. -EINVAL with a message. */
 int hive_download_parse_source(const char *source, char **ret_repo, char **ret_sel, char **ret_default_id,
                                char *err, size_t errlen);

@@ -156,7 +156,21 @@ void *hive_infer_thread(void *arg) {
         (void) json_get_bool(j->request, "spawn_only", &spawn_only);
         acq.no_admission = spawn_only;
         uint64_t t0 = hive_now_usec();
-        r = hive_worker_acquire(h, &acq, &w, &started, err, sizeof(err));
+        if (spawn_only)
+                r = hive_worker_acquire(h, &acq, &w, &started, err, sizeof(err));
+        else {
+                r = worker_body(j, true, &body, &len);
+                if (r < 0) {
+                        pthread_mutex_lock(&h->lock);
+                        (void) hive_job_error_locked(h, j, "internal_error", "cannot build the worker's request: %s",
+                                                     strerror(-r));
+                        pthread_mutex_unlock(&h->lock);
+                        return NULL;
+                }
+                /* Publishes the connection as j->conn, so that a cancel aborts it. */
+                r = hive_worker_request(h, &acq, "POST", "/v1/inference", body, len, &j->conn, &w, &started, &c, err,
+                                        sizeof(err));
+        }
         if (r < 0) {
                 unsigned st;
                 const char *code;
@@ -192,33 +206,14 @@ void *hive_infer_thread(void *arg) {
                 return NULL;
         }
 
-        r = worker_body(j, true, &body, &len);
-        if (r >= 0)
-                r = hive_wconn_open(w->socket_path, "POST", "/v1/inference", "application/json", body, len, 10000, &c);
-        if (r < 0) {
-                pthread_mutex_lock(&h->lock);
-                (void) hive_job_error_locked(h, j, "worker_failed", "cannot reach the worker for '%s' on %s: %s",
-                                             j->model, w->socket_path, strerror(-r));
-                pthread_mutex_unlock(&h->lock);
-                hive_worker_release(h, w, keep);
-                return NULL;
-        }
-        pthread_mutex_lock(&h->lock);
-        j->conn = c;
-        if (j->cancel)
-                hive_wconn_abort(c);
-        pthread_mutex_unlock(&h->lock);
-
-        status = hive_wconn_read_head(c, -1);
-        if (status >= 0 && status != 200) {
+        status = hive_wconn_status(c);
+        if (status != 200) {
                 _cleanup_(freep) char *eb = NULL;
                 size_t el;
                 (void) hive_wconn_read_all(c, 1 << 20, 10000, &eb, &el);
                 fail_from_body(h, j, status, eb);
                 r = 1;
-        } else if (status < 0)
-                r = 0;
-        else
+        } else
                 r = relay(h, j, c);
 
         pthread_mutex_lock(&h->lock);

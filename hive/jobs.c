@@ -32,9 +32,32 @@ const char *hive_job_type_name(enum hive_job_type t) {
         return t == HIVE_JOB_DOWNLOAD ? "download" : "infer";
 }
 
-int hive_job_new_locked(struct hive *h, enum hive_job_type type, const char *model, struct hive_job **ret) {
+/* Lock held. Drop a finished job from the list (its readers keep their references). */
+static void job_forget_locked(struct hive *h, struct hive_job *j) {
+        for (size_t i = 0; i < h->n_jobs; i++)
+                if (h->jobs[i] == j) {
+                        memmove(h->jobs + i, h->jobs + i + 1, (h->n_jobs - i - 1) * sizeof(*h->jobs));
+                        h->n_jobs--;
+                        hive_job_unref_locked(h, j);
+                        return;
+                }
+}
+
+int hive_job_new_locked(struct hive *h, enum hive_job_type type, const char *model, const char *id,
+                        struct hive_job **ret) {
         struct hive_job *j, **nl;
 
+        if (id) {
+                if (!hive_job_id_is_valid(id))
+                        return -EINVAL;
+                j = hive_job_find_locked(h, id);
+                if (j && !j->terminal)
+                        return -EEXIST;
+                /* A finished job of that id is still kept for its replay: the
+                 * id now names the new one, so the old one goes. */
+                if (j)
+                        job_forget_locked(h, j);
+        }
         nl = realloc(h->jobs, (h->n_jobs + 1) * sizeof(*nl));
         if (!nl)
                 return -ENOMEM;
@@ -45,7 +68,8 @@ int hive_job_new_locked(struct hive *h, enum hive_job_type type, const char *mod
         j->refs = 1;
         j->type = type;
         j->created_at = hive_wall_sec();
-        if (hive_random_id("j-", 12, &j->id) < 0 || (model && !(j->model = strdup(model)))) {
+        if ((id ? !(j->id = strdup(id)) : hive_random_id("j-", 12, &j->id) < 0) ||
+            (model && !(j->model = strdup(model)))) {
                 free(j->id);
                 free(j);
                 return -ENOMEM;

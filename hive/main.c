@@ -161,7 +161,10 @@ static void shutdown_streams(struct hive *h) {
         for (size_t i = 0; i < h->n_jobs; i++) {
                 struct hive_job *j = h->jobs[i];
                 if (!j->terminal) {
-                        (void) hive_job_error_locked(h, j, "shutting_down", "the hive is shutting down");
+                        (void) hive_job_error_locked(h, j, "shutting_down", "%s",
+                                                     j->type == HIVE_JOB_DOWNLOAD
+                                                             ? "the hive is shutting down: the download resumes when it starts again"
+                                                             : "the hive is shutting down");
                         j->cancel = 1;
                         hive_wconn_abort(j->conn);
                 }
@@ -224,6 +227,7 @@ static int run(int argc, char **argv) {
                 (void) sd_notifyf(false, "STATUS=Catalog was corrupt: moved to %s", h->catalog_recovered_from);
         (void) h->units->refresh(h, true);
         hive_reap_children(h);
+        (void) hive_downloads_recover(h);
 
         r = hive_server_new(h, fd, 512, &srv);
         if (r < 0) {

@@ -34,6 +34,7 @@ struct request {
         struct hive *h;
         struct strbuf body;
         bool too_big;
+        bool unauthorized;              /* decided on the headers: the body is read but never kept */
         bool responded;
         unsigned status;
         char route[48];
@@ -298,6 +299,8 @@ static enum MHD_Result handle_model_register(struct request *rq, struct MHD_Conn
         m.architecture = m.quantization = m.name = NULL;
         if (r == -EEXIST)
                 return reply_error(rq, c, 409, "model_exists", "a model '%s' is already in the catalog", id);
+        if (r == -EBUSY)
+                return reply_error(rq, c, 503, "catalog_busy", "the catalog is locked by another process: try again");
         if (r < 0)
                 return reply_error(rq, c, 500, "internal_error", "cannot write the catalog: %s", strerror(-r));
         log_struct(LOG_INFO, ((const char *[]) { "RBEE_EVENT=model-register", NULL }), "Registered model %s (%s)", id,
@@ -321,6 +324,8 @@ static enum MHD_Result handle_model_delete(struct request *rq, struct MHD_Connec
         if (r < 0 && r != -ENOENT)
                 return reply_error(rq, c, 409, "model_busy", "cannot stop the worker of '%s': %s", id, strerror(-r));
         r = hive_catalog_remove(rq->h->catalog, id);
+        if (r == -EBUSY)
+                return reply_error(rq, c, 503, "catalog_busy", "the catalog is locked by another process: try again");
         if (r < 0 && r != -ENOENT)
                 return reply_error(rq, c, 500, "internal_error", "cannot write the catalog: %s", strerror(-r));
         if (m->managed && unlink(m->local_path) >= 0)
@@ -386,7 +391,7 @@ static enum MHD_Result start_download(struct request *rq, struct MHD_Connection 
                                    strna(existing->source));
 
         pthread_mutex_lock(&h->lock);
-        r = hive_job_new_locked(h, HIVE_JOB_DOWNLOAD, id, &j);
+        r = hive_job_new_locked(h, HIVE_JOB_DOWNLOAD, id, NULL, &j);
         if (r >= 0) {
                 j->source = strdup(source);
                 j->request = json_object_get(o);
@@ -409,8 +414,8 @@ static enum MHD_Result start_download(struct request *rq, struct MHD_Connection 
 static int check_infer_body(struct request *rq, struct MHD_Connection *c, struct json_object *o, const char **ret_model) {
         _cleanup_(hive_model_freep) struct hive_model *m = NULL;
         struct json_object *ka = NULL;
-        const char *model = NULL;
-        int64_t keep;
+        const char *model = NULL, *job_id = NULL, *backend = NULL;
+        int64_t keep, device = -1;
         int r;
 
         if (json_get_string(o, "model", &model, NULL) <= 0 || !hive_id_is_valid(model)) {
@@ -419,6 +424,16 @@ static int check_infer_body(struct request *rq, struct MHD_Connection *c, struct
         }
         if (json_object_object_get_ex(o, "keep_alive", &ka) && ka && hive_keep_alive_from_json(ka, &keep) < 0) {
                 reply_error(rq, c, 400, "invalid_request", "'keep_alive' must be seconds (-1 = never) or a duration like \"5m\"");
+                return -EINVAL;
+        }
+        r = json_get_string(o, "job_id", &job_id, NULL);
+        if (r < 0 || (r > 0 && !hive_job_id_is_valid(job_id))) {
+                reply_error(rq, c, 400, "invalid_request", "'job_id' must be 1-%d characters of [A-Za-z0-9._:-]",
+                            HIVE_JOB_ID_MAX);
+                return -EINVAL;
+        }
+        if (json_get_string(o, "backend", &backend, NULL) < 0 || json_get_int64(o, "device", 0, 1024, &device) < 0) {
+                reply_error(rq, c, 400, "invalid_request", "'backend' must be a string and 'device' an integer 0-1024");
                 return -EINVAL;
         }
         r = hive_catalog_get(rq->h->catalog, model, &m);
@@ -430,6 +445,26 @@ static int check_infer_body(struct request *rq, struct MHD_Connection *c, struct
         if (r < 0) {
                 reply_error(rq, c, 500, "internal_error", "cannot read the catalog: %s", strerror(-r));
                 return r;
+        }
+        /* A backend this machine lacks, or another one than the running
+         * worker's, is refused now rather than as a stream holding one
+         * error. The acquire checks again, against races. */
+        if (backend || device >= 0) {
+                struct hive *h = rq->h;
+                char err[512];
+
+                pthread_mutex_lock(&h->lock);
+                struct hive_worker *w = hive_worker_find(h, model);
+                if (w && (w->state == HIVE_WORKER_FAILED || w->state == HIVE_WORKER_GONE ||
+                          w->state == HIVE_WORKER_STOPPING))
+                        w = NULL;
+                r = w ? hive_worker_check_placement_locked(h, w, backend, (int) device, err, sizeof(err))
+                      : hive_backends_check(&h->backends, backend, device < 0 ? 0 : (int) device, 0, err, sizeof(err));
+                pthread_mutex_unlock(&h->lock);
+                if (r == -ENODEV || r == -EOPNOTSUPP) {
+                        reply_error(rq, c, 400, "backend_unavailable", "%s", err);
+                        return r;
+                }
         }
         *ret_model = model;
         return 0;
@@ -452,7 +487,14 @@ static int new_infer_job(struct request *rq, struct MHD_Connection *c, struct js
                             model, w->active, 1 + h->opt.max_queue);
                 return -EBUSY;
         }
-        r = hive_job_new_locked(h, HIVE_JOB_INFER, model, &j);
+        const char *id = NULL;
+        (void) json_get_string(o, "job_id", &id, NULL);
+        r = hive_job_new_locked(h, HIVE_JOB_INFER, model, id, &j);
+        if (r == -EEXIST) {
+                pthread_mutex_unlock(&h->lock);
+                reply_error(rq, c, 409, "job_exists", "a job with id '%s' is running", id);
+                return r;
+        }
         if (r >= 0) {
                 j->request = json_object_get(o);
                 r = hive_job_start_thread_locked(h, j);
@@ -528,9 +570,10 @@ static enum MHD_Result handle_job(struct request *rq, struct MHD_Connection *c, 
                 hive_wconn_abort(j->conn);
         }
         o = hive_job_to_json_locked(j);
-        pthread_mutex_unlock(&h->lock);
+        /* Decided under the lock: the job's thread may end it any moment now. */
         if (o && streq(method, "DELETE") && j->cancel && !j->terminal)
                 json_object_object_add(o, "state", json_object_new_string("cancelled"));
+        pthread_mutex_unlock(&h->lock);
         return reply_json(rq, c, 200, o);
 }
 
@@ -873,6 +916,7 @@ static enum MHD_Result handle_proxy(struct request *rq, struct MHD_Connection *c
         struct hive_wconn *conn = NULL;
         struct json_object *ka = NULL;
         const char *model = NULL, *backend = NULL, *ct;
+        _cleanup_(freep) char *backend_copy = NULL;
         const char *body;
         size_t len;
         int64_t keep = -2, device = -1;
@@ -885,31 +929,39 @@ static enum MHD_Result handle_proxy(struct request *rq, struct MHD_Connection *c
                 return MHD_YES;
         if (check_infer_body(rq, c, o, &model) < 0)
                 return MHD_YES;
-        (void) json_get_string(o, "backend", &backend, NULL);
+        if (json_get_string(o, "backend", &backend, NULL) > 0 && !(backend_copy = strdup(backend)))
+                return MHD_NO;
         (void) json_get_int64(o, "device", 0, 1024, &device);
         if (json_object_object_get_ex(o, "keep_alive", &ka) && ka)
                 (void) hive_keep_alive_from_json(ka, &keep);
-        struct hive_acquire acq = { .model = model, .backend = backend, .device = (int) device, .keep_alive_s = keep };
-        r = hive_worker_acquire(h, &acq, &w, NULL, err, sizeof(err));
-        if (r < 0) {
-                hive_acquire_error(r, &st, &code);
-                return reply_error(rq, c, st == 499 ? 503 : st, code, "%s", err);
-        }
-        /* Only now: backend and model point into o. The worker need not see ours. */
         if (native) {
+                const char *id = NULL;
+                /* The worker refuses a duplicate of its own jobs; the hive's streams are checked here. */
+                if (json_get_string(o, "job_id", &id, NULL) > 0) {
+                        pthread_mutex_lock(&h->lock);
+                        struct hive_job *dup = hive_job_find_locked(h, id);
+                        bool running = dup && !dup->terminal;
+                        pthread_mutex_unlock(&h->lock);
+                        if (running)
+                                return reply_error(rq, c, 409, "job_exists", "a job with id '%s' is running", id);
+                }
+                /* The worker need not see what only the hive understands. */
                 json_object_object_del(o, "keep_alive");
                 json_object_object_del(o, "backend");
                 json_object_object_del(o, "device");
         }
+        struct hive_acquire acq = {
+                .model = model, .backend = backend_copy, .device = (int) device, .keep_alive_s = keep,
+        };
         body = json_to_string(o, &len);
-        r = body ? hive_wconn_open(w->socket_path, "POST", path, "application/json", body, len, 10000, &conn) : -ENOMEM;
-        status = r >= 0 ? hive_wconn_read_head(conn, -1) : r;
-        if (status < 0) {
-                hive_wconn_free(conn);
-                hive_worker_release(h, w, keep);
-                return reply_error(rq, c, 502, "worker_died", "the worker for '%s' did not answer: %s", model,
-                                   strerror(-status));
+        if (!body)
+                return MHD_NO;
+        r = hive_worker_request(h, &acq, "POST", path, body, len, NULL, &w, NULL, &conn, err, sizeof(err));
+        if (r < 0) {
+                hive_acquire_error(r, &st, &code);
+                return reply_error(rq, c, st == 499 ? 503 : st, code, "%s", err);
         }
+        status = hive_wconn_status(conn);
         ct = hive_wconn_header(conn, "Content-Type");
         bool sse = ct && strstr(ct, "event-stream");
         char ctype[128];
@@ -1042,19 +1094,21 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
                 rq->h = h;
                 strbuf_init(&rq->body, MAX_BODY);
                 snprintf(rq->route, sizeof(rq->route), "%s", url);
+                rq->unauthorized = h->api_key && !(streq(url, "/v1/health") && streq(method, "GET")) &&
+                                   !http_bearer_ok(c, h->api_key, h->api_key_len);
                 *con_cls = rq;
                 return MHD_YES;
         }
         if (*upload_data_size > 0) {
-                if (!rq->too_big && strbuf_append(&rq->body, upload_data, *upload_data_size) < 0)
+                /* Unauthenticated bodies are not buffered (up to MAX_BODY per connection). */
+                if (!rq->too_big && !rq->unauthorized && strbuf_append(&rq->body, upload_data, *upload_data_size) < 0)
                         rq->too_big = true;
                 *upload_data_size = 0;
                 return MHD_YES;
         }
         if (rq->responded)
                 return MHD_YES;
-        if (h->api_key && !(streq(url, "/v1/health") && streq(method, "GET")) &&
-            !http_bearer_ok(c, h->api_key, h->api_key_len))
+        if (rq->unauthorized)
                 return reply_error(rq, c, 401, "unauthorized",
                                    "a valid API key is required (Authorization: Bearer <key>)");
         if (rq->too_big)

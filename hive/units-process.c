@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -268,6 +269,38 @@ static int process_reap(struct hive *h, struct hive_worker *w) {
         return 0;
 }
 
+/* Whether the process still runs. Its exit itself is reported by the loop
+ * thread (pidfd or SIGCHLD) with the wait status, so nothing changes here. */
+static int process_check(struct hive *h, struct hive_worker *w) {
+        _cleanup_(closep) int pidfd = -EBADF;
+        uint64_t st = 0, want;
+        int pid;
+
+        pthread_mutex_lock(&h->lock);
+        pid = w->pid;
+        want = w->starttime;
+        /* The loop thread closes w->pidfd when it handles the exit: poll a copy. */
+        if (w->pidfd >= 0)
+                pidfd = fcntl(w->pidfd, F_DUPFD_CLOEXEC, 3);
+        pthread_mutex_unlock(&h->lock);
+        if (pid <= 0)
+                return 0;
+        if (pidfd >= 0) {
+                struct pollfd p = { .fd = pidfd, .events = POLLIN };
+                return poll(&p, 1, 0) == 0;
+        }
+        return hive_pid_starttime(pid, &st) >= 0 && st == want;
+}
+
+/* A socket path from a registry file: a plain file name in workers_dir,
+ * nothing that an unlink() could turn against another file. */
+static bool registry_socket_ok(const struct hive *h, const char *p) {
+        size_t n = strlen(h->workers_dir);
+
+        return strncmp(p, h->workers_dir, n) == 0 && p[n] == '/' && p[n + 1] && p[n + 1] != '.' &&
+               !strchr(p + n + 1, '/') && str_endswith(p, ".sock");
+}
+
 static int adopt_one(struct hive *h, const char *path) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
         const char *model = NULL, *sock = NULL, *backend = NULL;
@@ -287,6 +320,11 @@ static int adopt_one(struct hive *h, const char *path) {
             json_get_string(o, "model", &model, NULL) <= 0 || json_get_string(o, "socket", &sock, NULL) <= 0 ||
             json_get_int64(o, "pid", 1, INT32_MAX, &pid) <= 0 || json_get_int64(o, "starttime", 0, INT64_MAX, &st) < 0) {
                 log_warning("Ignoring unreadable registry file %s", path);
+                (void) unlink(path);
+                return 0;
+        }
+        if (!registry_socket_ok(h, sock)) {
+                log_warning("Ignoring registry file %s: its socket %s is not in %s", path, sock, h->workers_dir);
                 (void) unlink(path);
                 return 0;
         }
@@ -382,4 +420,5 @@ const struct hive_units_ops hive_units_process = {
         .stop = process_stop,
         .refresh = process_refresh,
         .reap = process_reap,
+        .check = process_check,
 };

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Workers as systemd units (rbee-worker@<escaped-id>.service) over the
+/* Workers as systemd units (rbee-worker@<escaped-id>.service, listening on
+ * /run/rbee/workers/<id>.sock: rbee-worker@.socket uses %I) over the
  * system bus. The units' state is the truth: start subscribes to JobRemoved
  * before StartUnit and waits for its job with a deadline while following
  * ActiveState/SubState/StatusText; refresh lists rbee-worker@* and adopts
@@ -110,6 +111,9 @@ static void apply_state(struct hive *h, struct hive_worker *w, const struct unit
         } else if (streq(s->active, "activating")) {
                 if (w->state == HIVE_WORKER_STARTING && s->status[0])
                         w->state = HIVE_WORKER_LOADING;
+                /* Restarted (watchdog, systemctl restart): not ready until active again. */
+                else if (w->state == HIVE_WORKER_READY)
+                        w->state = HIVE_WORKER_LOADING;
         } else if (streq(s->active, "failed")) {
                 if (w->state != HIVE_WORKER_FAILED) {
                         w->pid = 0;
@@ -121,7 +125,10 @@ static void apply_state(struct hive *h, struct hive_worker *w, const struct unit
                 if (w->state != HIVE_WORKER_FAILED)
                         w->state = HIVE_WORKER_STOPPING;
         } else if (streq(s->active, "inactive")) {
-                if (w->state == HIVE_WORKER_STOPPING || w->state == HIVE_WORKER_READY)
+                /* STARTING may read inactive before its start job runs; LOADING
+                 * was seen activating, so inactive now means it stopped. */
+                if (w->state == HIVE_WORKER_STOPPING || w->state == HIVE_WORKER_READY ||
+                    w->state == HIVE_WORKER_LOADING)
                         w->state = HIVE_WORKER_GONE;
         }
         pthread_cond_broadcast(&h->changed);
@@ -245,6 +252,26 @@ static int systemd_reap(struct hive *h, struct hive_worker *w) {
         return 0;
 }
 
+/* The unit's state now, rather than at the next refresh. */
+static int systemd_check(struct hive *h, struct hive_worker *w) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(freep) char *upath = NULL;
+        struct unit_state s = {};
+        int r;
+
+        r = sd_bus_open_system(&bus);
+        if (r >= 0)
+                r = unit_path(bus, w->unit, &upath);
+        if (r < 0)
+                return log_warning_errno(r, "Cannot read the state of %s: %m", w->unit);
+        read_state(bus, upath, &s);
+        pthread_mutex_lock(&h->lock);
+        apply_state(h, w, &s);
+        pthread_mutex_unlock(&h->lock);
+        log_debug("Unit %s is %s/%s", w->unit, s.active, s.sub);
+        return streq(s.active, "active") || streq(s.active, "activating") || streq(s.active, "reloading");
+}
+
 static int systemd_refresh(struct hive *h, bool initial) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(bus_error_freep) sd_bus_error e = SD_BUS_ERROR_NULL;
@@ -337,4 +364,5 @@ const struct hive_units_ops hive_units_systemd = {
         .stop = systemd_stop,
         .refresh = systemd_refresh,
         .reap = systemd_reap,
+        .check = systemd_check,
 };

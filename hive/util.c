@@ -27,6 +27,17 @@ bool hive_id_is_valid(const char *id) {
         return true;
 }
 
+bool hive_job_id_is_valid(const char *id) {
+        size_t n = id ? strnlen(id, HIVE_JOB_ID_MAX + 1) : 0;
+
+        if (n == 0 || n > HIVE_JOB_ID_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!isalnum((unsigned char) id[i]) && !strchr("._:-", id[i]))
+                        return false;
+        return true;
+}
+
 int hive_unit_escape(const char *s, char **ret) {
         _cleanup_(strbuf_donep) struct strbuf b = STRBUF_INIT(4096);
         char *out;

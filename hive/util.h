@@ -14,6 +14,11 @@
 /* 1-128 chars of [A-Za-z0-9._:-], starting with a letter or a digit. */
 bool hive_id_is_valid(const char *id);
 
+#define HIVE_JOB_ID_MAX 64
+
+/* A client-supplied job id: 1-64 chars of [A-Za-z0-9._:-] (what workers accept). */
+bool hive_job_id_is_valid(const char *id);
+
 /* Escape like systemd-escape (for the instance of rbee-worker@.service):
  * '/' -> '-', and anything outside [A-Za-z0-9:_.] (or a leading '.') -> \xNN. */
 int hive_unit_escape(const char *s, char **ret);

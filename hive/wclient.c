@@ -175,6 +175,24 @@ int hive_wconn_read_head(struct hive_wconn *c, int timeout_ms) {
         return c->status;
 }
 
+int hive_wconn_peek_body(struct hive_wconn *c, int timeout_ms, const char **ret, size_t *ret_len) {
+        ssize_t k;
+
+        /* Only what fits the buffer, which then still holds it for the reads. */
+        if (c->chunked || c->until_close || c->left >= sizeof(c->buf))
+                return -E2BIG;
+        while (c->len - c->off < c->left) {
+                k = fill(c, timeout_ms);
+                if (k < 0)
+                        return (int) k;
+                if (k == 0)
+                        return -ECONNRESET;
+        }
+        *ret = c->buf + c->off;
+        *ret_len = (size_t) c->left;
+        return 0;
+}
+
 int hive_wconn_status(const struct hive_wconn *c) {
         return c->status;
 }

@@ -22,6 +22,10 @@ int hive_wconn_open(const char *socket_path, const char *method, const char *pat
  * worker closed without answering, -ETIMEDOUT, -EBADMSG. */
 int hive_wconn_read_head(struct hive_wconn *c, int timeout_ms);
 int hive_wconn_status(const struct hive_wconn *c);
+/* After the head: a small Content-Length body, buffered but not consumed
+ * (the reads still return it). -E2BIG for chunked, until-close or large
+ * bodies; -ECONNRESET when it ends early. */
+int hive_wconn_peek_body(struct hive_wconn *c, int timeout_ms, const char **ret, size_t *ret_len);
 /* A response header (case-insensitive), or NULL. */
 const char *hive_wconn_header(struct hive_wconn *c, const char *name);
 /* Decoded body bytes: > 0 bytes, 0 at the proper end of the body,

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,7 +43,6 @@ struct hive_worker *hive_worker_ref(struct hive_worker *w) {
 
 static void worker_free(struct hive_worker *w) {
         free(w->model);
-        free(w->escaped);
         free(w->unit);
         free(w->socket_path);
         free(w->log_path);
@@ -74,6 +74,10 @@ struct hive_worker *hive_worker_find(struct hive *h, const char *model) {
 int hive_worker_new_locked(struct hive *h, const char *model, struct hive_worker **ret) {
         struct hive_worker *w, **nl;
 
+        /* The id becomes a file name in workers_dir (as %I does in
+         * rbee-worker@.socket): no '/', no leading '.', nothing to escape. */
+        if (!hive_id_is_valid(model))
+                return -EINVAL;
         nl = realloc(h->workers, (h->n_workers + 1) * sizeof(*nl));
         if (!nl)
                 return -ENOMEM;
@@ -86,11 +90,10 @@ int hive_worker_new_locked(struct hive *h, const char *model, struct hive_worker
         w->device = 0;
         w->keep_alive_s = h->opt.keep_alive_s;
         w->healthy = true;
-        if (!(w->model = strdup(model)) || hive_unit_escape(model, &w->escaped) < 0 ||
-            hive_unit_name(model, &w->unit) < 0 ||
-            asprintf(&w->socket_path, "%s/%s.sock", h->workers_dir, w->escaped) < 0 ||
-            asprintf(&w->log_path, "%s/%s.log", h->workers_dir, w->escaped) < 0 ||
-            asprintf(&w->registry_path, "%s/%s.json", h->workers_dir, w->escaped) < 0) {
+        if (!(w->model = strdup(model)) || hive_unit_name(model, &w->unit) < 0 ||
+            asprintf(&w->socket_path, "%s/%s.sock", h->workers_dir, model) < 0 ||
+            asprintf(&w->log_path, "%s/%s.log", h->workers_dir, model) < 0 ||
+            asprintf(&w->registry_path, "%s/%s.json", h->workers_dir, model) < 0) {
                 worker_free(w);
                 return -ENOMEM;
         }
@@ -192,6 +195,12 @@ void hive_acquire_error(int r, unsigned *ret_status, const char **ret_code) {
         case -EOPNOTSUPP:
                 *ret_status = 400, *ret_code = "backend_unavailable";
                 break;
+        case -ENAMETOOLONG:
+                *ret_status = 400, *ret_code = "invalid_request";
+                break;
+        case -ECONNREFUSED:
+                *ret_status = 503, *ret_code = "worker_unavailable";
+                break;
         case -ENOMEM:
                 *ret_status = 507, *ret_code = "insufficient_memory";
                 break;
@@ -211,6 +220,28 @@ void hive_acquire_error(int r, unsigned *ret_status, const char **ret_code) {
         default:
                 *ret_status = 502, *ret_code = "worker_failed";
         }
+}
+
+int hive_worker_check_placement_locked(struct hive *h, const struct hive_worker *w, const char *backend, int device,
+                                       char *err, size_t errlen) {
+        const char *running = w->backend ? w->backend : "cpu";
+        int r;
+
+        if (!backend && device < 0)
+                return 0;
+        /* What the machine lacks comes first: that reason holds after a stop too. */
+        r = hive_backends_check(&h->backends, backend, device < 0 ? 0 : device, 0, err, errlen);
+        if (r < 0)
+                return r;
+        if ((backend && !streq(backend, running)) || (device >= 0 && device != w->device)) {
+                snprintf(err, errlen,
+                         "the worker of '%s' runs on backend %s device %d, not %s device %d: stop it first "
+                         "(DELETE /v1/workers/%s), never a silent fallback",
+                         w->model, running, w->device, backend ? backend : running, device < 0 ? w->device : device,
+                         w->model);
+                return -ENODEV;
+        }
+        return 0;
 }
 
 /* Pre-start checks against what the machine has, then a new registry entry. */
@@ -234,6 +265,12 @@ static int prepare_start_locked(struct hive *h, const struct hive_acquire *a, st
         if (access(m->local_path, R_OK) < 0) {
                 snprintf(err, errlen, "the file of model '%s' (%s) cannot be read: %m", a->model, m->local_path);
                 return -EIO;
+        }
+        /* The id names the worker's socket file: it must fit sun_path. */
+        if (strlen(h->workers_dir) + 1 + strlen(a->model) + strlen(".sock") >= sizeof(((struct sockaddr_un) {}).sun_path)) {
+                snprintf(err, errlen, "the id '%s' is too long for a worker socket path in %s: register the model "
+                         "under a shorter id", a->model, h->workers_dir);
+                return -ENAMETOOLONG;
         }
         backend = a->backend ? a->backend : m->backend;
         device = a->device >= 0 ? a->device : m->device;
@@ -346,6 +383,12 @@ int hive_worker_acquire(struct hive *h, const struct hive_acquire *a, struct hiv
                                 hive_kick(h);
                                 continue;
                         }
+                        /* Never attach a request to a worker on another backend than it asked for. */
+                        r = hive_worker_check_placement_locked(h, w, a->backend, a->device, err, errlen);
+                        if (r < 0) {
+                                w = NULL;
+                                break;
+                        }
                         hive_worker_ref(w);
                         if (!a->no_admission) {
                                 if (w->active >= 1 + h->opt.max_queue) {
@@ -430,6 +473,145 @@ void hive_worker_release(struct hive *h, struct hive_worker *w, int64_t keep_ali
         hive_worker_unref(h, w);
         hive_kick(h);
         pthread_mutex_unlock(&h->lock);
+}
+
+/* Errors of a connect, or of the wait for the answer's head, that say nobody
+ * serves the socket any more (as opposed to a slow or confused worker). */
+static bool worker_unreachable_error(int r) {
+        return r == -ENOENT || r == -ECONNREFUSED || r == -ECONNRESET || r == -EPIPE || r == -ENOTCONN ||
+               r == -ESHUTDOWN;
+}
+
+/* A worker that got SIGTERM answers what it still accepts with 503
+ * shutting_down: for the hive that worker is gone too. One that answers 503
+ * loading was started again behind the hive's back (socket activation after
+ * a crash, systemctl restart, a watchdog restart): not ready after all. */
+static bool worker_not_serving(struct hive_wconn *c) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        struct json_object *e = NULL, *code = NULL;
+        const char *body, *s;
+        size_t len;
+
+        if (hive_wconn_status(c) != 503 || hive_wconn_peek_body(c, 2000, &body, &len) < 0)
+                return false;
+        if (json_parse_strict(body, len, 8, &o, NULL, 0) < 0)
+                return false;
+        if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, "error", &e) ||
+            !json_object_object_get_ex(e, "code", &code) || !json_object_is_type(code, json_type_string))
+                return false;
+        s = json_object_get_string(code);
+        return streq(s, "shutting_down") || streq(s, "loading");
+}
+
+static const char *unreachable_reason(int r) {
+        return r == -ESHUTDOWN ? "it answered 503: not serving" : strerror(-r);
+}
+
+/* A request could not reach w although it was listed ready: the worker was
+ * stopped behind the hive's back (systemctl stop), crashed, or lost its
+ * socket, and the hive has not seen it yet. Bring w->state up to date so
+ * that the next acquire waits for it to go and starts a fresh one. */
+static void worker_unreachable(struct hive *h, struct hive_worker *w, int error) {
+        uint64_t deadline;
+        int alive, pid;
+
+        log_warning("Worker %s did not answer on %s (%s): checking it", w->model, w->socket_path,
+                    unreachable_reason(error));
+        pthread_mutex_lock(&h->lock);
+        pid = w->pid;
+        pthread_mutex_unlock(&h->lock);
+        alive = h->units->check ? h->units->check(h, w) : 1;
+        pthread_mutex_lock(&h->lock);
+        /* A death is reported by the loop thread with its exit status (pidfd,
+         * SIGCHLD), a STOPPING=1 by the notify socket, both already queued:
+         * wait for them rather than guess. A worker that is alive has nothing
+         * queued unless it is stopping, so it gets less time. */
+        deadline = hive_now_usec() + (alive > 0 ? 300000 : 2000000);
+        while (w->state == HIVE_WORKER_READY && timed_wait(h, deadline) != ETIMEDOUT)
+                ;
+        bool stop_it = false;
+        if (w->state == HIVE_WORKER_READY) {
+                if (alive == 0)
+                        hive_worker_set_failed_locked(h, w, "the worker stopped answering on %s (%s)", w->socket_path,
+                                                      unreachable_reason(error));
+                else if (w->pid > 0 && w->pid != pid)
+                        /* Started again behind our back (socket activation after
+                         * a crash) and ready by now: that one may serve. */
+                        log_info("Worker %s runs again as pid %d: retrying", w->model, w->pid);
+                else {
+                        /* It runs but nobody can reach it: replace it. */
+                        log_warning("Worker %s runs but cannot be reached on %s: restarting it", w->model,
+                                    w->socket_path);
+                        w->healthy = false;
+                        stop_it = true;
+                }
+        }
+        hive_kick(h);
+        pthread_mutex_unlock(&h->lock);
+        if (stop_it)
+                (void) h->units->stop(h, w);
+}
+
+int hive_worker_request(struct hive *h, const struct hive_acquire *a, const char *method, const char *path,
+                        const char *body, size_t len, struct hive_wconn **slot, struct hive_worker **ret,
+                        bool *ret_started, struct hive_wconn **ret_conn, char *err, size_t errlen) {
+        bool started_any = false;
+        int r;
+
+        for (unsigned attempt = 0;; attempt++) {
+                _cleanup_(hive_wconn_freep) struct hive_wconn *c = NULL;
+                struct hive_worker *w = NULL;
+                bool started = false;
+
+                r = hive_worker_acquire(h, a, &w, &started, err, errlen);
+                if (r < 0)
+                        return r;
+                started_any = started_any || started;
+                r = hive_wconn_open(w->socket_path, method, path, "application/json", body, len, 10000, &c);
+                if (r >= 0) {
+                        pthread_mutex_lock(&h->lock);
+                        if (slot)
+                                *slot = c;
+                        if (a->cancel && *a->cancel)
+                                hive_wconn_abort(c);
+                        pthread_mutex_unlock(&h->lock);
+                        r = hive_wconn_read_head(c, -1);
+                        if (r >= 0 && worker_not_serving(c))
+                                r = -ESHUTDOWN;
+                }
+                if (r >= 0) {
+                        *ret = w;
+                        *ret_conn = TAKE_PTR(c);
+                        if (ret_started)
+                                *ret_started = started_any;
+                        return 0;
+                }
+                if (slot) {
+                        pthread_mutex_lock(&h->lock);
+                        *slot = NULL;
+                        pthread_mutex_unlock(&h->lock);
+                }
+                bool cancelled = a->cancel && *a->cancel;
+                if (attempt == 0 && !cancelled && !h->stopping && worker_unreachable_error(r)) {
+                        worker_unreachable(h, w, r);
+                        hive_worker_release(h, w, -2);
+                        continue;
+                }
+                if (cancelled) {
+                        snprintf(err, errlen, "cancelled");
+                        r = -ECANCELED;
+                } else if (worker_unreachable_error(r)) {
+                        snprintf(err, errlen, "the worker for '%s' cannot be reached on %s even after a restart: %s",
+                                 a->model, w->socket_path, unreachable_reason(r));
+                        r = -ECONNREFUSED;
+                } else {
+                        snprintf(err, errlen, "the worker for '%s' did not answer on %s: %s", a->model, w->socket_path,
+                                 strerror(-r));
+                        r = -EIO;
+                }
+                hive_worker_release(h, w, -2);
+                return r;
+        }
 }
 
 int hive_worker_stop(struct hive *h, const char *model, bool wait) {

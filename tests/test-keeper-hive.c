@@ -69,7 +69,8 @@ static struct json_object *hive_get(const struct kt_hive *h, const char *path, i
 }
 
 static char *job_id_in(const char *text) {
-        const char *s = strstr(text, "job j-");
+        /* rbee names its inference jobs (job_id "rbee-..."), and the hive keeps that name. */
+        const char *s = strstr(text, "job rbee-");
         size_t n = 0;
 
         if (!s)
@@ -109,7 +110,7 @@ TEST(infer_streams) {
         ASSERT_EQ(json_object_get_int(kt_jget(o, "tokens_out")), 40);
         ASSERT_EQ(json_object_get_int(kt_jget(o, "tokens_received")), 40);
         ASSERT_STREQ(kt_jstr(o, "stop_reason"), "length");
-        ASSERT_TRUE(str_startswith(kt_jstr(o, "job_id"), "j-"));
+        ASSERT_TRUE(str_startswith(kt_jstr(o, "job_id"), "rbee-"));
         ASSERT_FALSE(json_object_get_boolean(kt_jget(o, "cancelled")));
         json_object_put(o);
         kt_proc_done(&p);
@@ -185,7 +186,7 @@ TEST(sigint_cancels_the_job) {
         KT_ASSERT_EXIT(&p, rc, 130);
         o = kt_json(p.out.data);
         ASSERT_TRUE(json_object_get_boolean(kt_jget(o, "cancelled")));
-        ASSERT_TRUE(str_startswith(kt_jstr(o, "job_id"), "j-"));
+        ASSERT_TRUE(str_startswith(kt_jstr(o, "job_id"), "rbee-"));
         json_object_put(o);
         kt_proc_done(&p);
         free(path);

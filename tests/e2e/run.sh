@@ -382,6 +382,9 @@ t_infer_dbus() {
         check "$UNIT active" active "$(prop "$UNIT" ActiveState)"
         check "worker socket unit active" active "$(prop 'rbee-worker@tiny\x2dstories.socket' ActiveState)"
         check "worker socket rbee:rbee 0660" "rbee:rbee 660" "$(X stat -c '%U:%G %a' "$SOCK")"
+        local wj; wj=$(hive_get /v1/workers/$MODEL_ID)
+        check_grep "hive relays to the unescaped socket path (%I)" "\"socket\": ?\"$SOCK\"" "$wj"
+        check_grep "worker's log field is null under systemd (the journal has it)" '"log": ?null' "$wj"
         check "worker in rbee.slice" rbee.slice "$(prop "$UNIT" Slice)"
         check_grep "worker StatusText" '^Serving ' "$(prop "$UNIT" StatusText)"
         pid=$(prop "$UNIT" MainPID)
@@ -402,8 +405,20 @@ t_infer_dbus() {
         X systemctl daemon-reload
         check_nogrep "worker socket keeps its descriptor over daemon-reload" 'configuration has changed' \
                 "$(X journalctl -u 'rbee-worker@tiny\x2dstories.socket' -o cat --no-pager)"
+        check_grep "worker socket unit still active after daemon-reload" '^active/(running|listening)$' \
+                "$(prop 'rbee-worker@tiny\x2dstories.socket' ActiveState)/$(prop 'rbee-worker@tiny\x2dstories.socket' SubState)"
+        check "PID 1 still holds the listening socket $SOCK after daemon-reload" yes "$(pid1_holds_socket)"
+        check "the worker answers on $SOCK after daemon-reload" 200 \
+                "$(XS "curl -s -o /dev/null -w %{http_code} --max-time 10 --unix-socket $SOCK http://w/v1/health")"
         check_nogrep "hive journal: no D-Bus/polkit denial" 'Access denied|Interactive authentication required|not authorized' \
                 "$(X journalctl -u rbee-hive.service -o cat --no-pager)"
+}
+
+# "yes" when systemd (PID 1) has an fd on the listening socket bound to $SOCK:
+# what a restarted worker gets from rbee-worker@.socket.
+pid1_holds_socket() {
+        XS "ino=\$(awk -v p='$SOCK' '\$NF == p && \$6 == \"01\" { print \$7; exit }' /proc/net/unix)
+            [ -n \"\$ino\" ] && ls -l /proc/1/fd 2>/dev/null | grep -q \"socket:\\[\$ino\\]\" && echo yes || echo no"
 }
 
 t_polkit_scope() {
@@ -437,6 +452,44 @@ t_stop_and_adopt() {
         check_grep "adopted worker is ready with the unit's PID" "\"pid\": ?$pid[,} ]" "$w"
         check_rc "rbee infer through the adopted worker" XS "rbee infer --model $MODEL_ID --prompt 'Once' --max-tokens 8 --seed 1"
         check "same worker served it (no restart)" "$pid" "$(prop "$UNIT" MainPID)"
+}
+
+t_stop_race() {
+        echo "== a request right after the worker went behind the hive's back gets an answer"
+        # The hive learns of a unit stopped by someone else at its next refresh
+        # (2 s); a request in between finds no socket. It must re-check the unit,
+        # start it again and retry, not answer 502.
+        local out rc n0 n1
+        n0=$(X journalctl -u rbee-hive.service -o cat --no-pager | grep -c 'did not answer')
+        X timeout 120 systemctl start "$UNIT" 2>/dev/null
+        wait_for "curl -s http://127.0.0.1:7835/v1/workers/$MODEL_ID | grep -Eq '\"state\": ?\"ready\"'" 15
+        out=$(XS "systemctl stop '$UNIT' && curl -s -o /tmp/race.json -w %{http_code} --max-time 120 \
+                -H 'Content-Type: application/json' \
+                -d '{\"model\":\"$MODEL_ID\",\"prompt\":\"Once\",\"max_tokens\":4,\"stream\":false}' \
+                http://127.0.0.1:7835/v1/inference")
+        check "non-streaming request right after systemctl stop: 200" 200 "$out"
+        [ "$out" = 200 ] || echo "        body: $(X cat /tmp/race.json 2>/dev/null | head -c 400)"
+        check "$UNIT active again" active "$(prop "$UNIT" ActiveState)"
+
+        wait_for "curl -s http://127.0.0.1:7835/v1/workers/$MODEL_ID | grep -Eq '\"state\": ?\"ready\"'" 15
+        out=$(XS "systemctl stop '$UNIT' && rbee infer --model $MODEL_ID --prompt 'Once upon a time' --max-tokens 8 --seed 1 2>&1")
+        rc=$?
+        if [ $rc = 0 ] && [ -n "$(printf '%s' "$out" | tr -d '[:space:]')" ]; then pass "rbee infer (streaming) right after systemctl stop"
+        else fail "rbee infer (streaming) right after systemctl stop" "exit $rc: $(printf '%s' "$out" | tail -3)"; fi
+
+        # A crash after a daemon-reload: the unit fails, its socket unit keeps
+        # listening, and the next worker must get that socket (systemd 252 lost
+        # it on daemon-reload when the path held a backslash).
+        wait_for "curl -s http://127.0.0.1:7835/v1/workers/$MODEL_ID | grep -Eq '\"state\": ?\"ready\"'" 15
+        X systemctl daemon-reload
+        out=$(XS "systemctl kill -s KILL '$UNIT' && rbee infer --model $MODEL_ID --prompt 'Once' --max-tokens 8 --seed 1 2>&1")
+        rc=$?
+        if [ $rc = 0 ] && [ -n "$(printf '%s' "$out" | tr -d '[:space:]')" ]; then pass "rbee infer right after daemon-reload and kill -9 of the worker"
+        else fail "rbee infer right after daemon-reload and kill -9 of the worker" "exit $rc: $(printf '%s' "$out" | tail -3)"; fi
+        check "$UNIT active again after the crash" active "$(prop "$UNIT" ActiveState)"
+        check "PID 1 holds the worker socket again" yes "$(pid1_holds_socket)"
+        n1=$(X journalctl -u rbee-hive.service -o cat --no-pager | grep -c 'did not answer')
+        echo "        ($((n1 - n0)) of these 3 requests found the worker gone before the hive's own refresh did)"
 }
 
 t_kill9() {
@@ -666,6 +719,7 @@ main() {
                 t_infer_dbus
                 t_polkit_scope
                 t_stop_and_adopt
+                t_stop_race
                 t_kill9
                 t_slow_load
                 t_watchdog

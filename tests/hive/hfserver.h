@@ -10,6 +10,11 @@
  *   stall    the first transfer stops halfway and hangs
  *   badsum   the listing's sha256 is wrong     private  401   forbidden 403   missing 404
  *   noauth   401 unless "Authorization: Bearer secret-token"
+ *   slow     sends 4 KiB every 10 ms (about 3 s for the test model)
+ *   flaky    every transfer ends early (FIN) after 400 KB: it takes several resumes
+ *   dead     every transfer is cut right after the headers
+ *   hang     every transfer sends the headers, then nothing
+ *   xhost    the resolve redirect goes to another host name (localhost)
  * It runs in a forked child (a thread per connection) and appends one line
  * per request ("GET /path range=N") to a log the test reads. */
 
@@ -32,6 +37,7 @@ static struct {
         size_t size;
         char sha[65];
         int log_fd;
+        int port;
         int reset_count, stall_count;
         pthread_mutex_t lock;
 } hf;
@@ -99,6 +105,7 @@ static void hf_file(int fd, const char *name, const char *file, unsigned long lo
         char head[512];
         size_t n;
         bool cut = false, stall = false;
+        size_t limit = hf.size - (size_t) from;
 
         if (!streq(file, "model-Q8_0.gguf") && !streq(file, "model-F32.gguf"))
                 return hf_reply(fd, 404, NULL, "Entry not found");
@@ -119,6 +126,24 @@ static void hf_file(int fd, const char *name, const char *file, unsigned long lo
                 n = (size_t) snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
                                       hf.size);
         hf_send(fd, head, n);
+        if (streq(name, "slow")) {
+                for (size_t off = (size_t) from; off < hf.size; off += 4096) {
+                        hf_send(fd, hf.data + off, MIN((size_t) 4096, hf.size - off));
+                        usleep(10000);
+                }
+                return;
+        }
+        if (streq(name, "flaky") || streq(name, "dead") || streq(name, "hang")) {
+                if (streq(name, "flaky")) {
+                        hf_send(fd, hf.data + from, MIN(limit, (size_t) 400000));
+                        return;
+                }
+                if (streq(name, "hang"))
+                        sleep(8);
+                struct linger l = { .l_onoff = 1, .l_linger = 0 };
+                setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+                return;
+        }
         if (cut || stall) {
                 hf_send(fd, hf.data + from, (hf.size - from) / 2);
                 if (stall)
@@ -163,7 +188,10 @@ static void *hf_conn(void *arg) {
                         hf_listing(fd, name);
         } else if (sscanf(path, "/%63[^/]/%63[^/]/resolve/main/%255s", org, name, file) == 3) {
                 char loc[512];
-                snprintf(loc, sizeof(loc), "Location: /cdn/%s/%s\r\n", name, file);
+                if (streq(name, "xhost"))
+                        snprintf(loc, sizeof(loc), "Location: http://localhost:%d/cdn/%s/%s\r\n", hf.port, name, file);
+                else
+                        snprintf(loc, sizeof(loc), "Location: /cdn/%s/%s\r\n", name, file);
                 hf_reply(fd, 302, loc, "");
         } else if (sscanf(path, "/cdn/%63[^/]/%255s", name, file) == 2)
                 hf_file(fd, name, file, from);
@@ -197,6 +225,7 @@ static WT_UNUSED void hf_start(struct hf_server *s, const char *model_path) {
                 signal(SIGPIPE, SIG_IGN);
                 hf.data = data;
                 hf.size = size;
+                hf.port = s->port;
                 pthread_mutex_init(&hf.lock, NULL);
                 hf.log_fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
                 for (;;) {
