@@ -96,17 +96,15 @@ int keeper_worker_unit_name(const char *id, char **ret) {
 }
 
 int keeper_worker_log_path(const char *socket, char **ret) {
-        const char *slash = strrchr(socket, '/'), *name;
-        size_t n;
+        /* The hive names a process-mode worker's files by its model id, side by
+         * side: <workers>/<id>.sock and <workers>/<id>.log. */
+        const char *slash = strrchr(socket, '/');
+        size_t n = strlen(socket);
         char *p;
 
-        if (!slash)
+        if (!slash || !str_endswith(socket, ".sock") || (size_t) (socket + n - slash) <= strlen("/.sock"))
                 return -EINVAL;
-        name = slash + 1;
-        n = strlen(name);
-        if (!str_startswith(name, "worker-") || !str_endswith(name, ".sock") || n <= 12)
-                return -EINVAL;
-        if (asprintf(&p, "%.*s/workers/%.*s.log", (int) (slash - socket), socket, (int) (n - 12), name + 7) < 0)
+        if (asprintf(&p, "%.*s.log", (int) (n - strlen(".sock")), socket) < 0)
                 return -ENOMEM;
         *ret = p;
         return 0;

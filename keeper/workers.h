@@ -25,5 +25,5 @@ const char *keeper_worker_state_color(const char *state);
 /* "rbee-worker@<id escaped as systemd-escape does>.service". */
 int keeper_worker_unit_name(const char *id, char **ret);
 /* The process-mode log of a worker, from its socket path:
- * <runtime>/worker-<escaped>.sock -> <runtime>/workers/<escaped>.log. */
+ * <workers>/<id>.sock -> <workers>/<id>.log (as the hive names them). */
 int keeper_worker_log_path(const char *socket, char **ret);

@@ -230,10 +230,12 @@ TEST(unit_names_and_log_paths) {
         ASSERT_OK(keeper_worker_unit_name(".x/y", &s));
         ASSERT_STREQ(s, "rbee-worker@\\x2ex-y.service");
         free(s);
-        ASSERT_OK(keeper_worker_log_path("/run/rbee/worker-qwen2.5\\x2d0.5b.sock", &s));
-        ASSERT_STREQ(s, "/run/rbee/workers/qwen2.5\\x2d0.5b.log");
+        ASSERT_OK(keeper_worker_log_path("/run/rbee/workers/qwen2.5-0.5b.sock", &s));
+        ASSERT_STREQ(s, "/run/rbee/workers/qwen2.5-0.5b.log");
         free(s);
-        ASSERT_ERR(keeper_worker_log_path("/run/rbee/other.sock", &s), -EINVAL);
+        ASSERT_ERR(keeper_worker_log_path("/run/rbee/workers/.sock", &s), -EINVAL);
+        ASSERT_ERR(keeper_worker_log_path("/run/rbee/workers/x.socket", &s), -EINVAL);
+        ASSERT_ERR(keeper_worker_log_path("x.sock", &s), -EINVAL);
 }
 
 TEST(human_numbers) {
