@@ -399,6 +399,11 @@ t_infer_dbus() {
                 "$(printf '%s\n' "$j" | grep RBEE_JOB_ID)"
         check_grep "journalctl RBEE_MODEL=$MODEL_ID finds the worker's records" . \
                 "$(X journalctl RBEE_MODEL="$MODEL_ID" -o cat --no-pager)"
+        # The CLI reads the same journal: its last record must be in the output.
+        last=$(X journalctl -u "$UNIT" -o cat --no-pager -n 1 | tail -n 1)
+        out=$(XS "rbee worker logs $MODEL_ID -n 20 2>&1")
+        if [ -n "$last" ] && printf '%s' "$out" | grep -qF -- "$last"; then pass "rbee worker logs $MODEL_ID shows the unit's journal"
+        else fail "rbee worker logs $MODEL_ID shows the unit's journal" "last record [$last], output [$out]"; fi
         # systemd 252 drops the descriptor of a socket whose path holds a
         # backslash on daemon-reload (any apt install does one): the socket path
         # must not be the escaped instance name.
