@@ -49,6 +49,33 @@ ENGINE_SRC := $(wildcard engine/*.c)
 COMMON_SRC := $(wildcard common/*.c)
 ENGINE_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(ENGINE_SRC))
 COMMON_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(COMMON_SRC))
+
+# The CUDA backend (engine/cuda/): kernels for sm_80 and sm_90 plus PTX that
+# newer cards compile at load. The runtime is linked statically and loads
+# the driver itself, so every program still starts (and runs on the CPU)
+# where libcuda.so is missing; cuBLAS is opened at run time. CUDA=0: the
+# stubs in engine/cuda/none.c, and nothing needs CUDA.
+ifeq ($(CUDA),1)
+ifeq ($(NVCC),)
+$(error CUDA=1 but nvcc was not found: set NVCC=/path/to/nvcc or build with CUDA=0)
+endif
+CUDA_HOME   ?= $(abspath $(dir $(NVCC))..)
+CUDA_LIBDIR ?= $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib/x86_64-linux-gnu) $(CUDA_HOME)/lib64)
+CUDA_ARCHS  ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+               -gencode arch=compute_90,code=compute_90
+NVCCFLAGS   ?= -O3 -lineinfo
+CUDA_C_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out engine/cuda/none.c,$(wildcard engine/cuda/*.c)))
+ENGINE_OBJ  += $(CUDA_C_OBJ) $(patsubst %.cu,$(BUILD)/obj/%.o,$(wildcard engine/cuda/*.cu))
+$(CUDA_C_OBJ): override CPPFLAGS += -isystem $(CUDA_HOME)/include -DRBEE_CUDA_LIBDIR='"$(CUDA_LIBDIR)"'
+LDLIBS      += -L$(CUDA_LIBDIR) -lcudart_static -ldl -lrt -lstdc++
+
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(if $(V),,@echo "  NVCC    $<";)$(NVCC) -std=c++17 $(NVCCFLAGS) $(CUDA_ARCHS) -Icommon -Iengine \
+		-Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fno-strict-aliasing -MMD -MP -MF $(@:.o=.d) -c -o $@ $<
+else
+ENGINE_OBJ  += $(BUILD)/obj/engine/cuda/none.o
+endif
 WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c))
 HIVE_SRC   := $(filter-out hive/main.c,$(wildcard hive/*.c))
 KEEPER_SRC := $(filter-out keeper/main.c,$(wildcard keeper/*.c))
@@ -90,11 +117,13 @@ $(LIBCOMMON): $(COMMON_OBJ)
 $(BUILD)/rbee-generate: $(BUILD)/obj/engine/tools/generate.o $(BUILD)/obj/engine/tools/cli.o $(LIBENGINE)
 $(BUILD)/rbee-bench: $(BUILD)/obj/engine/tools/bench.o $(BUILD)/obj/engine/tools/cli.o $(LIBENGINE)
 $(BUILD)/rbee-mkmodel: $(BUILD)/obj/engine/tools/mkmodel.o $(LIBENGINE)
+# make bench's table and chart; a development tool, not installed.
+$(BUILD)/rbee-bench-plot: $(BUILD)/obj/engine/tools/bench-plot.o
 $(BUILD)/rbee-workerd: $(BUILD)/obj/worker/main.o $(WORKER_OBJ) $(LIBCOMMON) $(LIBENGINE)
 $(BUILD)/rbee-hive: $(BUILD)/obj/hive/main.o $(HIVE_OBJ) $(LIBCOMMON) $(LIBENGINE)
 $(BUILD)/rbee: $(BUILD)/obj/keeper/main.o $(KEEPER_OBJ) $(LIBCOMMON) $(LIBENGINE)
 
-$(PROGRAMS):
+$(PROGRAMS) $(BUILD)/rbee-bench-plot:
 	@mkdir -p $(dir $@)
 	$(if $(V),,@echo "  LD      $@";)$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS)
 
@@ -107,8 +136,17 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/harness.o \
 check: $(PROGRAMS) $(TESTS)
 	@RBEE_BUILD=$(abspath $(BUILD)) ./tests/run-tests.sh $(TESTS)
 
-bench: $(PROGRAMS)
+bench: $(PROGRAMS) $(BUILD)/rbee-bench-plot
 	@./tests/bench.sh $(BUILD)
+
+# Loopback load on the hive (tests/load/run.sh); SOAK=600 adds a 10-minute
+# soak that checks RSS and fds stay flat. With SANITIZE=address, LeakSanitizer.
+.PHONY: load
+load: $(PROGRAMS) $(BUILD)/rbee-load
+	@RBEE_SOAK_SECONDS=$(or $(SOAK),0) ./tests/load/run.sh $(abspath $(BUILD))
+
+$(BUILD)/rbee-load: $(BUILD)/obj/tests/load/rbee-load.o
+	$(if $(V),,@echo "  LD      $@";)$(CC) $(LDFLAGS) -o $@ $^ -lm
 
 install: $(PROGRAMS)
 	install -d $(DESTDIR)$(BINDIR)
@@ -159,3 +197,5 @@ deb:
 
 check-e2e:
 	@./tests/e2e/run.sh
+
+include tests/fuzz/fuzz.mk

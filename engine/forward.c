@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "attention.h"
 #include "context.h"
 #include "macros.h"
 #include "vecf.h"
@@ -101,41 +102,52 @@ static void matmul(rbee_context *c, int ith, int nth, const struct rbee_weight *
         /* Tiles of rows x tokens small enough that both the weight rows and
          * the activation rows of a tile stay in L2 while it is computed: a
          * long prompt otherwise streams every activation row from L3 (or
-         * RAM) once per weight row. */
+         * RAM) once per weight row. Within a tile, groups of four rows take
+         * the 4x4 kernel for four tokens at a time and the four-row kernel
+         * for each token left over (all of generation); every kernel gives
+         * vec_dot's bits, so how a product is tiled never changes it. */
+        const struct rbee_quant_ops *ops = w->ops;
+        const size_t wrs = w->row_size;
         const long row_tile = 64, tok_tile = 32;
         rbee_split(w->ne1, ith, nth, 8, &r0, &r1);
         for (long rt = r0; rt < r1; rt += row_tile) {
                 long re = MIN(rt + row_tile, r1);
                 for (uint32_t bt = 0; bt < B; bt += tok_tile) {
                         uint32_t be = MIN(bt + tok_tile, B);
+                        bool quads = ops->vec_dot4x4 && be - bt >= 4;
                         long r = rt;
-                        if (w->ops->vec_dot4x4 && be - bt >= 4)
+                        if (quads || ops->vec_dot4r)
                                 for (; r + 4 <= re; r += 4) {
-                                        const uint8_t *rows = w->data + r * w->row_size;
+                                        const uint8_t *rows = w->data + r * wrs;
                                         uint32_t b = bt;
-                                        for (; b + 4 <= be; b += 4) {
-                                                float o[16];
-                                                w->ops->vec_dot4x4(K, rows, w->row_size, a + b * ars, ars, o);
-                                                for (int k = 0; k < 4; k++)
-                                                        memcpy(y + (b + k) * ldy + r, o + 4 * k, 4 * sizeof(float));
-                                        }
-                                        for (; b < be; b++)
+                                        if (quads)
+                                                for (; b + 4 <= be; b += 4) {
+                                                        float o[16];
+                                                        ops->vec_dot4x4(K, rows, wrs, a + b * ars, ars, o);
+                                                        for (int k = 0; k < 4; k++)
+                                                                memcpy(y + (b + k) * ldy + r, o + 4 * k, 4 * sizeof(float));
+                                                }
+                                        for (; b < be; b++) {
+                                                if (ops->vec_dot4r) {
+                                                        ops->vec_dot4r(K, rows, wrs, a + b * ars, y + b * ldy + r);
+                                                        continue;
+                                                }
                                                 for (int i = 0; i < 4; i++)
-                                                        y[b * ldy + r + i] = w->ops->vec_dot(K, rows + i * w->row_size,
-                                                                                             a + b * ars);
+                                                        y[b * ldy + r + i] = ops->vec_dot(K, rows + i * wrs, a + b * ars);
+                                        }
                                 }
                         for (; r < re; r++) {
-                                const uint8_t *row = w->data + r * w->row_size;
+                                const uint8_t *row = w->data + r * wrs;
                                 uint32_t b = bt;
-                                if (w->ops->vec_dot4)
+                                if (ops->vec_dot4)
                                         for (; b + 4 <= be; b += 4) {
                                                 float o[4];
-                                                w->ops->vec_dot4(K, row, a + b * ars, ars, o);
+                                                ops->vec_dot4(K, row, a + b * ars, ars, o);
                                                 for (int k = 0; k < 4; k++)
                                                         y[(b + k) * ldy + r] = o[k];
                                         }
                                 for (; b < be; b++)
-                                        y[b * ldy + r] = w->ops->vec_dot(K, row, a + b * ars);
+                                        y[b * ldy + r] = ops->vec_dot(K, row, a + b * ars);
                         }
                 }
         }
@@ -186,7 +198,7 @@ static void rope_table(rbee_context *c, int ith, int nth) {
 
         rbee_split(c->n_tokens, ith, nth, 1, &b0, &b1);
         for (long b = b0; b < b1; b++) {
-                float p = (float) (c->pos + b) * m->rope_freq_scale;
+                float p = (float) c->tok_pos[b] * m->rope_freq_scale;
                 float *cs = c->rope + b * m->n_rot;
                 for (uint32_t i = 0; i < half; i++) {
                         float a = p * c->inv_freq[i];
@@ -213,8 +225,10 @@ static void rope_apply(const rbee_model *m, float *v, const float *cs) {
                 }
 }
 
-/* Rotate q and the new keys; the keys already sit in the cache. */
-static void rope_rows(rbee_context *c, int ith, int nth, float *q, int64_t ldq, float *k, int64_t ldk) {
+/* Rotate q and the new keys, and write the keys and values of each token to
+ * its sequence's cache at its position. */
+static void rope_rows(rbee_context *c, int ith, int nth, uint32_t layer, float *q, int64_t ldq, float *k,
+                      const float *v, int64_t ldk) {
         const rbee_model *m = c->model;
         const uint32_t hd = m->info.head_dim, nh = m->info.n_head, nkv = m->info.n_head_kv;
         const long total = (long) c->n_tokens * (nh + nkv);
@@ -224,44 +238,52 @@ static void rope_rows(rbee_context *c, int ith, int nth, float *q, int64_t ldq, 
         for (long i = i0; i < i1; i++) {
                 long b = i / (nh + nkv), h = i % (nh + nkv);
                 const float *cs = c->rope + b * m->n_rot;
-                if (h < nh)
+                if (h < nh) {
                         rope_apply(m, q + b * ldq + h * hd, cs);
-                else
-                        rope_apply(m, k + b * ldk + (h - nh) * hd, cs);
+                        continue;
+                }
+                float *kh = k + b * ldk + (h - nh) * hd;
+                size_t at = ((((size_t) c->tok_seq[b] * m->info.n_layer + layer) * nkv + (h - nh)) * c->n_ctx +
+                             c->tok_pos[b]) * hd;
+                const float *vh = v + b * ldk + (h - nh) * hd;
+                rope_apply(m, kh, cs);
+                if (c->kv_f16) {
+                        c->kv_ops->from_float(kh, (uint16_t *) c->k_cache + at, hd);
+                        c->kv_ops->from_float(vh, (uint16_t *) c->v_cache + at, hd);
+                } else {
+                        memcpy((float *) c->k_cache + at, kh, hd * sizeof(float));
+                        memcpy((float *) c->v_cache + at, vh, hd * sizeof(float));
+                }
         }
 }
 
+/* Each work item is one token's kv head and some of the query heads that
+ * share it: all of them when that gives every thread work, else the group
+ * is split (a head's result is the same either way). */
 static void attention(rbee_context *c, int ith, int nth, uint32_t layer, const float *q, int64_t ldq,
                       float *out) {
         const rbee_model *m = c->model;
-        const uint32_t hd = m->info.head_dim, nh = m->info.n_head;
-        const uint32_t group = nh / m->info.n_head_kv;
-        const size_t kvd = m->kv_dim;
-        const float *kc = c->k_cache + (size_t) layer * c->n_ctx * kvd;
-        const float *vc = c->v_cache + (size_t) layer * c->n_ctx * kvd;
+        const uint32_t hd = m->info.head_dim, nkv = m->info.n_head_kv;
+        const uint32_t group = m->info.n_head / nkv;
         const float scale = 1.0f / sqrtf((float) hd);
-        float *att = c->att + (size_t) ith * c->n_ctx;
-        long i0, i1;
+        float *att = c->att + (size_t) ith * group * c->n_ctx;
+        uint32_t parts = 1;
 
-        rbee_split((long) c->n_tokens * nh, ith, nth, 1, &i0, &i1);
-        for (long i = i0; i < i1; i++) {
-                uint32_t b = i / nh, h = i % nh, kvh = h / group;
-                uint32_t n = c->pos + b + 1; /* causal: keys up to and including this token */
-                const float *qh = q + b * ldq + h * hd;
-                float *o = out + (size_t) b * m->q_dim + h * hd;
-                float mx = -INFINITY, sum = 0;
+        while (parts < group && group % (2 * parts) == 0 && (long) c->n_tokens * nkv * parts < 2L * nth)
+                parts *= 2;
+        const uint32_t per = group / parts;
+        const long total = (long) c->n_tokens * nkv * parts;
+        /* Strided, not in ranges: a later token of a prompt attends to more
+         * keys, so ranges would leave the first threads idle. */
+        for (long i = ith; i < total; i += nth) {
+                uint32_t b = i / (nkv * parts), kvh = i / parts % nkv, h = kvh * group + i % parts * per;
+                size_t at = (((size_t) c->tok_seq[b] * m->info.n_layer + layer) * nkv + kvh) * c->n_ctx * hd *
+                            (c->kv_f16 ? sizeof(uint16_t) : sizeof(float));
 
-                for (uint32_t t = 0; t < n; t++) {
-                        att[t] = rbee_vec_dot_f32(qh, kc + t * kvd + kvh * hd, hd) * scale;
-                        mx = att[t] > mx ? att[t] : mx;
-                }
-                for (uint32_t t = 0; t < n; t++) {
-                        att[t] = expf(att[t] - mx);
-                        sum += att[t];
-                }
-                memset(o, 0, hd * sizeof(float));
-                for (uint32_t t = 0; t < n; t++)
-                        rbee_vec_axpy_f32(o, att[t] / sum, vc + t * kvd + kvh * hd, hd);
+                /* Causal: keys up to and including this token's position. */
+                rbee_attend(q + b * ldq + h * hd, per, hd, (const uint8_t *) c->k_cache + at,
+                            (const uint8_t *) c->v_cache + at, c->kv_f16, hd, c->tok_pos[b] + 1, scale, att,
+                            out + (size_t) b * m->q_dim + h * hd);
         }
 }
 
@@ -295,9 +317,7 @@ static void forward_thread(int ith, int nth, void *arg) {
 
         for (uint32_t l = 0; l < h->n_layer; l++) {
                 const struct rbee_layer *L = &m->layers[l];
-                float *kc = c->k_cache + ((size_t) l * c->n_ctx + c->pos) * KV;
-                float *vc = c->v_cache + ((size_t) l * c->n_ctx + c->pos) * KV;
-                float *q;
+                float *q, *k, *v;
                 int64_t ldq;
 
                 rmsnorm_rows(c, ith, nth, c->xb, c->x, L->attn_norm, B);
@@ -308,32 +328,30 @@ static void forward_thread(int ith, int nth, void *arg) {
                         rbee_pool_barrier(pool);
                         matmul(c, ith, nth, &L->wqkv, c->xb, D, B, c->qkv, Q + 2 * KV);
                         rbee_pool_barrier(pool);
-                        /* Keys and values to the cache; q stays in place. */
-                        rbee_split(B, ith, nth, 1, &b0, &b1);
-                        for (long b = b0; b < b1; b++) {
-                                memcpy(kc + b * KV, c->qkv + b * (Q + 2 * KV) + Q, KV * sizeof(float));
-                                memcpy(vc + b * KV, c->qkv + b * (Q + 2 * KV) + Q + KV, KV * sizeof(float));
-                        }
                         q = c->qkv;
+                        k = c->qkv + Q;
+                        v = c->qkv + Q + KV;
                         ldq = Q + 2 * KV;
-                        rbee_pool_barrier(pool);
+                        rope_rows(c, ith, nth, l, q, ldq, k, v, ldq);
                 } else {
                         act_quantize(c, ith, nth, c->xb, B, D, D,
                                      act_mask(&L->wq) | act_mask(&L->wk) | act_mask(&L->wv));
                         rbee_pool_barrier(pool);
                         matmul(c, ith, nth, &L->wq, c->xb, D, B, c->q, Q);
-                        matmul(c, ith, nth, &L->wk, c->xb, D, B, kc, KV);
-                        matmul(c, ith, nth, &L->wv, c->xb, D, B, vc, KV);
+                        matmul(c, ith, nth, &L->wk, c->xb, D, B, c->k, KV);
+                        matmul(c, ith, nth, &L->wv, c->xb, D, B, c->v, KV);
                         rbee_pool_barrier(pool);
                         add_bias(c->q, Q, L->bq, Q, B, ith, nth);
-                        add_bias(kc, KV, L->bk, KV, B, ith, nth);
-                        add_bias(vc, KV, L->bv, KV, B, ith, nth);
+                        add_bias(c->k, KV, L->bk, KV, B, ith, nth);
+                        add_bias(c->v, KV, L->bv, KV, B, ith, nth);
                         q = c->q;
+                        k = c->k;
+                        v = c->v;
                         ldq = Q;
                         if (L->bq || L->bk || L->bv)
                                 rbee_pool_barrier(pool);
+                        rope_rows(c, ith, nth, l, q, ldq, k, v, KV);
                 }
-                rope_rows(c, ith, nth, q, ldq, kc, KV);
                 rbee_pool_barrier(pool);
 
                 attention(c, ith, nth, l, q, ldq, c->xb2);
@@ -377,14 +395,17 @@ static void forward_thread(int ith, int nth, void *arg) {
                 rbee_pool_barrier(pool);
         }
 
-        /* Logits for the last token only. */
-        const float *last = c->x + (size_t) (B - 1) * D;
-        if (ith == 0)
-                rmsnorm(c->xb, last, m->output_norm, D, h->norm_eps);
+        /* Logits only for the tokens that want them, as one product. */
+        const uint32_t n_out = c->n_out;
+        if (n_out == 0)
+                return;
+        rbee_split(n_out, ith, nth, 1, &b0, &b1);
+        for (long i = b0; i < b1; i++)
+                rmsnorm(c->xb + i * D, c->x + (size_t) c->out_tok[i] * D, m->output_norm, D, h->norm_eps);
         rbee_pool_barrier(pool);
-        act_quantize(c, ith, nth, c->xb, 1, D, D, act_mask(&m->output));
+        act_quantize(c, ith, nth, c->xb, n_out, D, D, act_mask(&m->output));
         rbee_pool_barrier(pool);
-        matmul(c, ith, nth, &m->output, c->xb, D, 1, c->logits, h->n_vocab);
+        matmul(c, ith, nth, &m->output, c->xb, D, n_out, c->logits_out, h->n_vocab);
 }
 
 void rbee_forward(rbee_context *c) {

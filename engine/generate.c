@@ -3,6 +3,7 @@
  * streaming detokenization, stop strings and cancellation. */
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 #include <time.h>
 
@@ -96,34 +97,63 @@ static void stopper_consume(struct stopper *st, size_t n) {
         st->len -= n;
 }
 
-int rbee_generate_tokens(rbee_context *c, const int32_t *prompt, size_t n_prompt,
-                         const struct rbee_generate_params *p, struct rbee_generate_result *ret) {
-        _cleanup_(rbee_sampler_freep) rbee_sampler *smp = NULL;
-        _cleanup_(freep) char *stopbuf = NULL;
-        const rbee_model *m = c->model;
-        const rbee_vocab *v = m->vocab;
-        struct rbee_generate_result res = { .n_prompt = n_prompt };
+struct rbee_stream {
+        rbee_context *c;
+        uint32_t seq;
+        struct rbee_generate_params p;
+        rbee_sampler *smp;
+        const int32_t *prompt;
+        size_t n_prompt;
+        size_t n_done;                  /* prompt tokens in the cache */
         struct rbee_detok dt;
-        struct stopper st = { .stop = p->stop, .n_stop = p->n_stop };
+        struct stopper st;
+        struct rbee_generate_result res;
+        double t_gen;                   /* when the prompt was done */
+        bool finished;
+        int error;
         char piece[512];
+};
+
+rbee_stream *rbee_stream_free(rbee_stream *s) {
+        if (!s)
+                return NULL;
+        rbee_sampler_free(s->smp);
+        free(s->st.buf);
+        free(s);
+        return NULL;
+}
+
+int rbee_stream_new(rbee_context *c, uint32_t seq, const int32_t *prompt, size_t n_prompt,
+                    const struct rbee_generate_params *p, rbee_stream **ret) {
+        _cleanup_(rbee_stream_freep) rbee_stream *s = NULL;
         int r;
 
-        if (!prompt || n_prompt == 0)
+        if (!c || !prompt || n_prompt == 0 || !p || !ret || seq >= c->n_seq)
                 return -EINVAL;
         if (n_prompt > c->n_ctx)
                 return -E2BIG;
+        for (size_t i = 0; i < n_prompt; i++)
+                if (prompt[i] < 0 || prompt[i] >= c->model->info.n_vocab)
+                        return -EINVAL;
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        *s = (struct rbee_stream) {
+                .c = c, .seq = seq, .p = *p, .prompt = prompt, .n_prompt = n_prompt,
+                .st = { .stop = p->stop, .n_stop = p->n_stop },
+                .res = { .n_prompt = n_prompt },
+        };
         for (size_t i = 0; i < p->n_stop; i++) {
                 size_t sl = p->stop[i] ? strlen(p->stop[i]) : 0;
                 if (sl == 0 || sl > MAX_STOP_BYTES)
                         return -EINVAL;
-                st.cap = MAX(st.cap, sl);
+                s->st.cap = MAX(s->st.cap, sl);
         }
-        st.cap += sizeof(piece) + 1;
-        stopbuf = st.buf = malloc(st.cap);
-        if (!stopbuf)
+        s->st.cap += sizeof(s->piece) + 1;
+        s->st.buf = malloc(s->st.cap);
+        if (!s->st.buf)
                 return -ENOMEM;
-
-        r = rbee_sampler_new(&p->sampling, m->info.n_vocab, &smp);
+        r = rbee_sampler_new(&p->sampling, c->model->info.n_vocab, &s->smp);
         if (r < 0)
                 return r;
 
@@ -131,78 +161,209 @@ int rbee_generate_tokens(rbee_context *c, const int32_t *prompt, size_t n_prompt
          * token so that there are logits to sample from. */
         uint32_t keep = 0;
         if (p->keep_cache) {
-                while (keep < c->pos && keep < n_prompt && c->history[keep] == prompt[keep])
-                        keep++;
+                keep = rbee_seq_match(c, seq, prompt, n_prompt);
                 if (keep == n_prompt)
                         keep--;
         }
-        (void) rbee_context_truncate(c, keep);
-        res.n_cached = keep;
+        (void) rbee_seq_truncate(c, seq, keep);
+        s->res.n_cached = keep;
+        s->n_done = keep;
+        rbee_detok_init(&s->dt, c->model->vocab, false);
+        *ret = TAKE_PTR(s);
+        return 0;
+}
 
+static void stream_finish(rbee_stream *s, enum rbee_stop_reason why) {
+        const struct rbee_generate_params *p = &s->p;
+        struct stopper *st = &s->st;
+
+        s->res.stop_reason = why;
+        s->finished = true;
+        /* Whatever was held back (an incomplete character, a partial stop
+         * string that never completed) belongs to the output. */
+        if (why != RBEE_STOP_STRING && why != RBEE_STOP_CANCELLED) {
+                int n = rbee_detok_flush(&s->dt, s->piece, sizeof(s->piece));
+                if (n > 0) {
+                        memcpy(st->buf + st->len, s->piece, n);
+                        st->len += n;
+                }
+                if (st->len > 0 && p->on_token)
+                        (void) p->on_token(-1, st->buf, st->len, p->userdata);
+        }
+        s->res.gen_ms = now_ms() - s->t_gen;
+}
+
+/* Bookkeeping of a prompt now all in the cache. */
+static void prompt_done(rbee_stream *s, double ms) {
+        s->n_done = s->n_prompt;
+        s->res.prompt_ms += ms;
+        for (size_t i = 0; i < s->n_prompt; i++)
+                rbee_sampler_accept(s->smp, s->prompt[i]);
+        s->t_gen = now_ms();
+}
+
+int rbee_stream_prefill(rbee_stream *s, size_t max) {
+        rbee_context *c = s->c;
+        size_t n = s->n_prompt - s->n_done;
+        int r;
+
+        if (s->error < 0)
+                return s->error;
+        if (n == 0)
+                return 0;
+        if (max > 0)
+                n = MIN(n, max);
         double t0 = now_ms();
-        r = rbee_decode(c, prompt + keep, n_prompt - keep);
+        r = rbee_seq_decode(c, s->seq, s->prompt + s->n_done, n);
+        if (r < 0)
+                return s->error = r;
+        s->n_done += n;
+        double t1 = now_ms();
+        if (s->n_done < s->n_prompt) {
+                s->res.prompt_ms += t1 - t0;
+                return (int) MIN(s->n_prompt - s->n_done, (size_t) INT_MAX);
+        }
+        prompt_done(s, t1 - t0);
+        return 0;
+}
+
+/* Sample, emit and check the stop conditions; true when the stream goes on
+ * with *ret_token. */
+static bool stream_sample(rbee_stream *s, int32_t *ret_token) {
+        const struct rbee_generate_params *p = &s->p;
+        rbee_context *c = s->c;
+        struct stopper *st = &s->st;
+
+        if (p->max_tokens >= 0 && s->res.n_generated >= (uint32_t) p->max_tokens) {
+                stream_finish(s, RBEE_STOP_LENGTH);
+                return false;
+        }
+        int32_t tok = rbee_sampler_sample(s->smp, rbee_get_seq_logits(c, s->seq));
+        rbee_sampler_accept(s->smp, tok);
+        if (!p->ignore_eos && rbee_vocab_is_eog(c->model->vocab, tok)) {
+                stream_finish(s, RBEE_STOP_EOS);
+                return false;
+        }
+        s->res.n_generated++;
+
+        int n = rbee_detok_push(&s->dt, tok, s->piece, sizeof(s->piece));
+        if (n < 0) {
+                s->error = n;
+                return false;
+        }
+        bool hit;
+        size_t emit = stopper_push(st, s->piece, n, &hit);
+        if (p->on_token && p->on_token(tok, st->buf, emit, p->userdata) != 0) {
+                st->len = 0;
+                stream_finish(s, RBEE_STOP_CANCELLED);
+                return false;
+        }
+        if (hit) {
+                st->len = 0;
+                stream_finish(s, RBEE_STOP_STRING);
+                return false;
+        }
+        stopper_consume(st, emit);
+        if (c->seq_pos[s->seq] >= c->n_ctx) {
+                stream_finish(s, RBEE_STOP_CONTEXT);
+                return false;
+        }
+        *ret_token = tok;
+        return true;
+}
+
+/* The prompt tokens a step may carry with it: fewer than the batch at
+ * which float weights switch to BLAS, so that every token of the pass takes
+ * the same kernels as it does alone (quantized weights take the same
+ * kernels at any batch). */
+#define MERGE_MAX (RBEE_BLAS_MIN_BATCH - 1)
+
+size_t rbee_stream_pending(const rbee_stream *s) {
+        return s->n_prompt - s->n_done;
+}
+
+int rbee_stream_step(rbee_stream *const *s, size_t n) {
+        struct rbee_batch_entry e[MERGE_MAX + RBEE_MAX_SEQ];
+        rbee_stream *in[RBEE_MAX_SEQ], *pre[RBEE_MAX_SEQ];
+        size_t k = 0, n_in = 0, n_pre = 0;
+        int r;
+
+        if (n == 0 || n > RBEE_MAX_SEQ)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                if (!s[i] || s[i]->c != s[0]->c)
+                        return -EINVAL;
+                for (size_t j = 0; j < i; j++)
+                        if (s[j]->seq == s[i]->seq)
+                                return -EINVAL;
+        }
+        for (size_t i = 0; i < n; i++) {
+                int32_t tok;
+                if (s[i]->finished || s[i]->error < 0 || s[i]->n_done < s[i]->n_prompt)
+                        continue;
+                if (!stream_sample(s[i], &tok))
+                        continue;
+                e[k++] = (struct rbee_batch_entry) { .token = tok, .seq = s[i]->seq, .logits = true };
+                in[n_in++] = s[i];
+        }
+        /* Short prompts ride along. */
+        const size_t room = MIN((size_t) MERGE_MAX, (size_t) s[0]->c->n_batch);
+        for (size_t i = 0; i < n; i++) {
+                rbee_stream *x = s[i];
+                size_t rest = x->n_prompt - x->n_done;
+                if (x->error < 0 || rest == 0 || k + rest > room)
+                        continue;
+                for (size_t j = 0; j < rest; j++)
+                        e[k++] = (struct rbee_batch_entry) { .token = x->prompt[x->n_done + j], .seq = x->seq,
+                                                             .logits = j == rest - 1 };
+                pre[n_pre++] = x;
+        }
+        if (k == 0)
+                return 0;
+        double t0 = now_ms();
+        r = rbee_decode_batch(s[0]->c, e, k);
+        if (r < 0) {
+                for (size_t i = 0; i < n_in; i++)
+                        in[i]->error = r;
+                for (size_t i = 0; i < n_pre; i++)
+                        pre[i]->error = r;
+                return r;
+        }
+        double ms = now_ms() - t0;
+        for (size_t i = 0; i < n_pre; i++)
+                prompt_done(pre[i], ms);
+        return (int) (n_in + n_pre);
+}
+
+bool rbee_stream_finished(const rbee_stream *s) {
+        return s->finished || s->error < 0;
+}
+
+int rbee_stream_result(const rbee_stream *s, struct rbee_generate_result *ret) {
+        if (s->error < 0)
+                return s->error;
+        if (ret)
+                *ret = s->res;
+        return 0;
+}
+
+int rbee_generate_tokens(rbee_context *c, const int32_t *prompt, size_t n_prompt,
+                         const struct rbee_generate_params *p, struct rbee_generate_result *ret) {
+        _cleanup_(rbee_stream_freep) rbee_stream *s = NULL;
+        int r;
+
+        r = rbee_stream_new(c, 0, prompt, n_prompt, p, &s);
         if (r < 0)
                 return r;
-        double t1 = now_ms();
-        res.prompt_ms = t1 - t0;
-        for (size_t i = 0; i < n_prompt; i++)
-                rbee_sampler_accept(smp, prompt[i]);
-
-        rbee_detok_init(&dt, v, false);
-        for (;;) {
-                if (p->max_tokens >= 0 && res.n_generated >= (uint32_t) p->max_tokens) {
-                        res.stop_reason = RBEE_STOP_LENGTH;
-                        break;
-                }
-                int32_t tok = rbee_sampler_sample(smp, c->logits);
-                rbee_sampler_accept(smp, tok);
-                if (!p->ignore_eos && rbee_vocab_is_eog(v, tok)) {
-                        res.stop_reason = RBEE_STOP_EOS;
-                        break;
-                }
-                res.n_generated++;
-
-                int n = rbee_detok_push(&dt, tok, piece, sizeof(piece));
-                if (n < 0)
-                        return n;
-                bool hit;
-                size_t emit = stopper_push(&st, piece, n, &hit);
-                if (p->on_token && p->on_token(tok, st.buf, emit, p->userdata) != 0) {
-                        res.stop_reason = RBEE_STOP_CANCELLED;
-                        st.len = 0;
-                        break;
-                }
-                if (hit) {
-                        res.stop_reason = RBEE_STOP_STRING;
-                        st.len = 0;
-                        break;
-                }
-                stopper_consume(&st, emit);
-
-                if (c->pos >= c->n_ctx) {
-                        res.stop_reason = RBEE_STOP_CONTEXT;
-                        break;
-                }
-                r = rbee_decode(c, &tok, 1);
+        r = rbee_stream_prefill(s, 0);
+        if (r < 0)
+                return r;
+        while (!rbee_stream_finished(s)) {
+                r = rbee_stream_step(&s, 1);
                 if (r < 0)
                         return r;
         }
-
-        /* Whatever was held back (an incomplete character, a partial stop
-         * string that never completed) belongs to the output. */
-        if (res.stop_reason != RBEE_STOP_STRING && res.stop_reason != RBEE_STOP_CANCELLED) {
-                int n = rbee_detok_flush(&dt, piece, sizeof(piece));
-                if (n > 0) {
-                        memcpy(st.buf + st.len, piece, n);
-                        st.len += n;
-                }
-                if (st.len > 0 && p->on_token)
-                        (void) p->on_token(-1, st.buf, st.len, p->userdata);
-        }
-        res.gen_ms = now_ms() - t1;
-        if (ret)
-                *ret = res;
-        return 0;
+        return rbee_stream_result(s, ret);
 }
 
 int rbee_generate(rbee_context *c, const char *prompt, const struct rbee_generate_params *p,

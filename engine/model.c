@@ -505,7 +505,7 @@ const rbee_vocab *rbee_model_get_vocab(const rbee_model *m) {
 }
 
 uint64_t rbee_model_kv_bytes(const rbee_model *m, uint32_t n_ctx) {
-        return 2ull * m->info.n_layer * n_ctx * m->kv_dim * sizeof(float);
+        return 2ull * m->info.n_layer * n_ctx * m->kv_dim * sizeof(uint16_t);
 }
 
 uint64_t rbee_model_bytes_per_token(const rbee_model *m) {

@@ -536,6 +536,14 @@ static inline TARGET __m256 load_f16x8(const rbee_fp16 *p) {
         return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) p));
 }
 
+/* The last n % 8 elements, with an explicit FMA so that vec_dot and
+ * vec_dot4r round alike whatever the compiler contracts. */
+static inline TARGET float f16_tail(const rbee_fp16 *x, const float *y, int64_t i, int64_t n, float sum) {
+        for (; i < n; i++)
+                sum = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(h2f(x[i])), _mm_set_ss(y[i]), _mm_set_ss(sum)));
+        return sum;
+}
+
 static TARGET float dot_f16(int64_t n, const void *w, const void *a) {
         const rbee_fp16 *x = w;
         const float *y = a;
@@ -543,6 +551,7 @@ static TARGET float dot_f16(int64_t n, const void *w, const void *a) {
         int64_t i = 0;
 
         for (; i + 32 <= n; i += 32) {
+                prefetch_at(x + i, RBEE_PF_DIST);
                 s0 = _mm256_fmadd_ps(load_f16x8(x + i), _mm256_loadu_ps(y + i), s0);
                 s1 = _mm256_fmadd_ps(load_f16x8(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
                 s2 = _mm256_fmadd_ps(load_f16x8(x + i + 16), _mm256_loadu_ps(y + i + 16), s2);
@@ -551,9 +560,44 @@ static TARGET float dot_f16(int64_t n, const void *w, const void *a) {
         for (; i + 8 <= n; i += 8)
                 s0 = _mm256_fmadd_ps(load_f16x8(x + i), _mm256_loadu_ps(y + i), s0);
         float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-        for (; i < n; i++)
-                sum += h2f(x[i]) * y[i];
-        return sum;
+        return f16_tail(x, y, i, n, sum);
+}
+
+/* Four F16 rows against one float row (generation): each activation load
+ * serves four rows, each row reads ahead by 16 rows (mmapped weights get
+ * no help from the hardware prefetchers across 4 KB pages), and each row's
+ * arithmetic is dot_f16()'s, in the same order. */
+static TARGET void dot4r_f16(int64_t n, const void *w, size_t w_stride, const void *a, float out[4]) {
+        const rbee_fp16 *x[4];
+        const float *y = a;
+        const size_t pf = 16 * w_stride;
+        __m256 s[4][4];
+        int64_t i = 0;
+
+        for (int r = 0; r < 4; r++) {
+                x[r] = (const rbee_fp16 *) ((const uint8_t *) w + r * w_stride);
+                for (int k = 0; k < 4; k++)
+                        s[r][k] = _mm256_setzero_ps();
+        }
+        for (; i + 32 <= n; i += 32) {
+                __m256 y0 = _mm256_loadu_ps(y + i), y1 = _mm256_loadu_ps(y + i + 8);
+                __m256 y2 = _mm256_loadu_ps(y + i + 16), y3 = _mm256_loadu_ps(y + i + 24);
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++) {
+                        prefetch_at(x[r] + i, pf);
+                        s[r][0] = _mm256_fmadd_ps(load_f16x8(x[r] + i), y0, s[r][0]);
+                        s[r][1] = _mm256_fmadd_ps(load_f16x8(x[r] + i + 8), y1, s[r][1]);
+                        s[r][2] = _mm256_fmadd_ps(load_f16x8(x[r] + i + 16), y2, s[r][2]);
+                        s[r][3] = _mm256_fmadd_ps(load_f16x8(x[r] + i + 24), y3, s[r][3]);
+                }
+        }
+        for (; i + 8 <= n; i += 8)
+                for (int r = 0; r < 4; r++)
+                        s[r][0] = _mm256_fmadd_ps(load_f16x8(x[r] + i), _mm256_loadu_ps(y + i), s[r][0]);
+        for (int r = 0; r < 4; r++) {
+                float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(s[r][0], s[r][1]), _mm256_add_ps(s[r][2], s[r][3])));
+                out[r] = f16_tail(x[r], y, i, n, sum);
+        }
 }
 
 static inline TARGET __m256 load_bf16x8(const rbee_bf16 *p) {
@@ -882,6 +926,7 @@ bool rbee_quant_install_avx2(struct rbee_quant_ops *ops, size_t n_ops) {
 
         ops[RBEE_TYPE_F32].vec_dot = dot_f32;
         ops[RBEE_TYPE_F16].vec_dot = dot_f16;
+        ops[RBEE_TYPE_F16].vec_dot4r = dot4r_f16;
         ops[RBEE_TYPE_F16].to_float = f16_to_float;
         ops[RBEE_TYPE_F16].from_float = f16_from_float;
         ops[RBEE_TYPE_F16].quantize_ref = f16_from_float;

@@ -207,3 +207,6 @@ extern float rbee_fp16_lut[1 << 16];
 /* AVX512-VNNI kernels (quants-vnni.c), installed over the AVX2 ones: true
  * when this CPU has them and ops[] was updated. */
 bool rbee_quant_install_vnni(struct rbee_quant_ops *ops, size_t n_ops);
+/* AVX-512 (VNNI, VBMI) generation kernels (quants-avx512.c), installed over
+ * the VNNI ones: true when this CPU has them and ops[] was updated. */
+bool rbee_quant_install_avx512(struct rbee_quant_ops *ops, size_t n_ops);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* fp16/bf16 conversion, the float row types, and the per-type ops table with
  * its one-time CPU dispatch. The kernels live in quants-legacy.c (32-element
- * blocks), quants-k.c (K-quants) and quants-avx2.c (SIMD versions). */
+ * blocks), quants-k.c (K-quants), and quants-avx2.c, quants-vnni.c and
+ * quants-avx512.c (SIMD versions). */
 
 #include <errno.h>
 #include <pthread.h>
@@ -121,8 +122,11 @@ static void dispatch_init(void) {
         memcpy(ops_best, ops_scalar, sizeof(ops_best));
         if (rbee_quant_install_avx2(ops_best, _RBEE_TYPE_MAX)) {
                 simd_name = "avx2";
-                if (rbee_quant_install_vnni(ops_best, _RBEE_TYPE_MAX))
+                if (rbee_quant_install_vnni(ops_best, _RBEE_TYPE_MAX)) {
                         simd_name = "avx512vnni";
+                        if (rbee_quant_install_avx512(ops_best, _RBEE_TYPE_MAX))
+                                simd_name = "avx512vnni+vbmi";
+                }
         }
 }
 

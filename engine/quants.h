@@ -60,6 +60,12 @@ typedef void (*rbee_vec_dot4_fn)(int64_t n, const void *w, const void *a, size_t
 typedef void (*rbee_vec_dot4x4_fn)(int64_t n, const void *w, size_t w_stride, const void *a, size_t a_stride,
                                    float out[16]);
 
+/* Four weight rows at w + r * w_stride against one activation row: out[r]
+ * (generation, where one token meets every row once). Four rows share the
+ * activation loads and keep four streams of weights in flight. Each result
+ * is bit-identical to vec_dot's on that row. */
+typedef void (*rbee_vec_dot4r_fn)(int64_t n, const void *w, size_t w_stride, const void *a, float out[4]);
+
 struct rbee_quant_ops {
         enum rbee_type type;
         enum rbee_type vec_dot_type; /* what activations are converted to */
@@ -70,6 +76,7 @@ struct rbee_quant_ops {
         rbee_vec_dot_fn vec_dot;           /* NULL for Q8_1 and Q8_K, which only hold activations */
         rbee_vec_dot4_fn vec_dot4;         /* optional (NULL: call vec_dot four times) */
         rbee_vec_dot4x4_fn vec_dot4x4;     /* optional (NULL: call vec_dot4 or vec_dot) */
+        rbee_vec_dot4r_fn vec_dot4r;       /* optional (NULL: call vec_dot per row) */
 };
 
 /* NULL for types without ops. Runtime CPU dispatch happens on first call

@@ -97,7 +97,7 @@ const rbee_vocab *rbee_model_get_vocab(const rbee_model *m);
  * what bounds generation speed by memory bandwidth. */
 uint64_t rbee_model_bytes_per_token(const rbee_model *m);
 
-/* Bytes of KV cache a context of n_ctx tokens needs. */
+/* Bytes of KV cache a context of n_ctx tokens needs (an F16 cache, the default). */
 uint64_t rbee_model_kv_bytes(const rbee_model *m, uint32_t n_ctx);
 
 /* How matrix products run. AUTO: quantized weights always use the quantized
@@ -111,16 +111,49 @@ enum rbee_matmul {
         RBEE_MATMUL_QUANT,
 };
 
+/* Where a context runs the forward pass. CUDA keeps the weights (uploaded
+ * once per model and device, in their file types), the KV cache and every
+ * activation on the device; only the logits come back for the sampler. */
+enum rbee_backend {
+        RBEE_BACKEND_CPU,
+        RBEE_BACKEND_CUDA,
+};
+
 struct rbee_context_params {
         uint32_t n_ctx;         /* 0: the model's training context, capped at 4096 */
         uint32_t n_batch;       /* tokens per forward pass during prompt processing; 0: 512 */
         int n_threads;          /* 0: number of online CPUs */
         enum rbee_matmul matmul;
+        enum rbee_backend backend;
+        int device;             /* CUDA device index */
+        uint32_t n_seq;         /* sequences, each with a KV cache of n_ctx tokens; 0: 1 (CPU only) */
+        bool kv_f32;            /* keep the KV cache in F32 instead of F16 (twice the memory, and
+                                 * the bandwidth that long contexts are bound by) */
 };
+
+/* The most sequences a context holds. */
+#define RBEE_MAX_SEQ 256
 
 void rbee_context_default_params(struct rbee_context_params *p);
 
-/* -ENOMEM when the KV cache and buffers cannot be allocated; -EINVAL for bad params. */
+/* CUDA devices: a count (0 or more), -EOPNOTSUPP when the engine was built
+ * without CUDA, -ENODEV when there is no usable driver (libcuda.so). */
+int rbee_cuda_device_count(void);
+
+struct rbee_gpu_info {
+        char name[256];
+        int cc_major, cc_minor; /* compute capability */
+        uint64_t total_bytes;   /* VRAM */
+};
+
+/* -ENODEV for a device that does not exist; errors as above. */
+int rbee_cuda_device_info(int device, struct rbee_gpu_info *ret);
+
+/* -ENOMEM when the KV cache and buffers cannot be allocated (for CUDA: when
+ * the weights and buffers do not fit in the device's free memory); -EINVAL
+ * for bad params; -ENODEV for a CUDA device that is absent or unusable;
+ * -EOPNOTSUPP for a CUDA context in a build without CUDA, or a model with a
+ * tensor type the CUDA kernels do not cover. The reason is logged. */
 int rbee_context_new(rbee_model *m, const struct rbee_context_params *p, rbee_context **ret);
 rbee_context *rbee_context_free(rbee_context *c);
 static inline void rbee_context_freep(rbee_context **c) {
@@ -128,11 +161,23 @@ static inline void rbee_context_freep(rbee_context **c) {
                 rbee_context_free(*c);
 }
 
-uint32_t rbee_context_n_ctx(const rbee_context *c);
-uint32_t rbee_context_pos(const rbee_context *c);   /* tokens in the KV cache */
-/* Forget everything after position pos (0 clears the cache). */
+uint32_t rbee_context_n_ctx(const rbee_context *c);  /* per sequence */
+uint32_t rbee_context_n_seq(const rbee_context *c);
+uint32_t rbee_context_pos(const rbee_context *c);   /* tokens in sequence 0's KV cache */
+/* Forget everything of sequence 0 after position pos (0 clears it). */
 int rbee_context_truncate(rbee_context *c, uint32_t pos);
 const rbee_model *rbee_context_model(const rbee_context *c);
+
+/* Sequences: a context made with n_seq > 1 holds that many independent KV
+ * caches, numbered from 0. Everything that takes no sequence works on
+ * sequence 0. rbee_seq_pos() is the number of tokens in seq's cache (0 for
+ * a seq out of range); rbee_seq_truncate() forgets seq's tokens from pos on
+ * (-EINVAL for a seq out of range or pos past its end). */
+uint32_t rbee_seq_pos(const rbee_context *c, uint32_t seq);
+int rbee_seq_truncate(rbee_context *c, uint32_t seq, uint32_t pos);
+/* How many tokens at the start of seq's cache are tokens[0..n): the prefix
+ * a prompt would reuse there. */
+uint32_t rbee_seq_match(rbee_context *c, uint32_t seq, const int32_t *tokens, size_t n);
 
 /* Run the model on n tokens appended at the current position, and compute
  * the logits of the last one. -EINVAL for a token id out of range or n == 0,
@@ -140,6 +185,30 @@ const rbee_model *rbee_context_model(const rbee_context *c);
 int rbee_decode(rbee_context *c, const int32_t *tokens, size_t n);
 /* Logits of the last decoded token (n_vocab floats), valid until the next decode. */
 const float *rbee_get_logits(const rbee_context *c);
+
+/* rbee_decode() for sequence seq; -EINVAL also for a seq out of range. */
+int rbee_seq_decode(rbee_context *c, uint32_t seq, const int32_t *tokens, size_t n);
+
+/* One entry of a batch: token is appended to sequence seq, at the position
+ * after that sequence's last token (entries of one sequence take
+ * consecutive positions in batch order). */
+struct rbee_batch_entry {
+        int32_t token;
+        uint32_t seq;
+        bool logits;            /* compute the logits after this token */
+};
+
+/* Run the model on entries that may belong to different sequences, in one
+ * forward pass per n_batch entries: the matrix products take all of them at
+ * once, attention reads each entry's own sequence. A token's logits do not
+ * depend on what else is in the batch: they are the bits a batch of that
+ * token alone gives. At most one entry per sequence may ask for logits.
+ * -EINVAL for a bad token or seq or two logits entries of one sequence,
+ * -ENOSPC when a sequence would overflow n_ctx; nothing is changed then. */
+int rbee_decode_batch(rbee_context *c, const struct rbee_batch_entry *entries, size_t n);
+/* The logits computed last for seq (n_vocab floats, zeros before any), valid
+ * until a later decode of seq; NULL for a seq out of range. */
+const float *rbee_get_seq_logits(const rbee_context *c, uint32_t seq);
 
 enum rbee_stop_reason {
         RBEE_STOP_NONE,
@@ -190,3 +259,47 @@ int rbee_generate(rbee_context *c, const char *prompt, const struct rbee_generat
 /* The same from token ids. */
 int rbee_generate_tokens(rbee_context *c, const int32_t *prompt, size_t n_prompt,
                          const struct rbee_generate_params *p, struct rbee_generate_result *ret);
+
+/* Streams: rbee_generate_tokens() cut into steps, so that one thread can
+ * generate for several sequences of a context at once, their decode steps
+ * batched into one forward pass (rbee_decode_batch()). A stream gives the
+ * same tokens, text and stop reason as rbee_generate_tokens() would on the
+ * same sequence, whatever the other streams do. */
+typedef struct rbee_stream rbee_stream;
+
+/* Prepare generation on sequence seq: check the parameters, make the
+ * sampler, find the cached prefix (keep_cache) and forget the rest of seq's
+ * cache. Nothing is decoded yet. prompt, p->stop and p->userdata must stay
+ * valid until the stream is freed. -EINVAL for bad arguments or a seq out of
+ * range, -E2BIG for a prompt over the context. Not thread-safe with
+ * anything else on the same context. */
+int rbee_stream_new(rbee_context *c, uint32_t seq, const int32_t *prompt, size_t n_prompt,
+                    const struct rbee_generate_params *p, rbee_stream **ret);
+rbee_stream *rbee_stream_free(rbee_stream *s);
+static inline void rbee_stream_freep(rbee_stream **s) {
+        if (*s)
+                rbee_stream_free(*s);
+}
+
+/* Decode up to max (0: all) prompt tokens that are not in the cache yet.
+ * Returns how many remain (0: the stream is ready to step), or an error
+ * from rbee_decode(). */
+int rbee_stream_prefill(rbee_stream *s, size_t max);
+
+/* One step of n streams of one context (distinct sequences): each
+ * unfinished stream whose prompt is done samples a token and hands it to its
+ * on_token in array order, then the tokens of those still going are decoded
+ * together, and with them the rest of the prompts that are short enough
+ * (fewer than 32 tokens in all; longer ones need rbee_stream_prefill()).
+ * Returns how many streams the pass carried (0 when none could go on: all
+ * finished, or only long prompts left), -EINVAL for bad arguments, or a
+ * decode error (which ends the streams of that pass with it). */
+int rbee_stream_step(rbee_stream *const *s, size_t n);
+
+/* Prompt tokens of s not decoded yet. */
+size_t rbee_stream_pending(const rbee_stream *s);
+
+/* True once the stream stopped (see rbee_stream_result()) or failed. */
+bool rbee_stream_finished(const rbee_stream *s);
+/* The counts and stop reason so far; the error when the stream failed. */
+int rbee_stream_result(const rbee_stream *s, struct rbee_generate_result *ret);

@@ -212,7 +212,10 @@ const char *keeper_hive_label(struct keeper *k) {
 }
 
 char *keeper_path(const char *prefix, const char *id, const char *suffix) {
-        _cleanup_(freep) char *e = keeper_http_escape(id);
+        /* curl resolves a "." or ".." segment away (DELETE /v1/models/.. would
+         * reach /v1/): percent-encoded, the hive gets the id as it was given. */
+        _cleanup_(freep) char *e = streq(id, ".") ? strdup("%2E") : streq(id, "..") ? strdup("%2E%2E")
+                                                                                     : keeper_http_escape(id);
         char *p;
 
         if (!e || asprintf(&p, "%s%s%s", prefix, e, suffix ? suffix : "") < 0)

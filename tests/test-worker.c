@@ -365,7 +365,8 @@ TEST(cancel_mid_stream) {
         char job[80];
         int tokens;
 
-        wt_start(&w, stories(), ARGS("--threads", "1"), ARGS("RBEE_WORKER_TEST_TOKEN_DELAY_MS=50"));
+        /* One slot, so that the second job waits in the queue. */
+        wt_start(&w, stories(), ARGS("--threads", "1", "--parallel", "1"), ARGS("RBEE_WORKER_TEST_TOKEN_DELAY_MS=50"));
 
         wt_stream_open(&w, "/v1/inference",
                        "{\"prompt\":\"Once\",\"max_tokens\":100,\"ignore_eos\":true,\"stream\":true,\"job_id\":\"c-1\"}", &h);
@@ -502,7 +503,7 @@ TEST(queue_full_is_503) {
         struct wt_http a, b;
         char job[80];
 
-        wt_start(&w, stories(), ARGS("--threads", "1", "--max-queue", "1"), ARGS("RBEE_WORKER_TEST_TOKEN_DELAY_MS=25"));
+        wt_start(&w, stories(), ARGS("--threads", "1", "--parallel", "1", "--max-queue", "1"), ARGS("RBEE_WORKER_TEST_TOKEN_DELAY_MS=25"));
         wt_stream_open(&w, "/v1/inference", "{\"prompt\":\"Once\",\"max_tokens\":100,\"stream\":true,\"job_id\":\"q-a\"}", &a);
         read_started(&a, job, sizeof(job));
         /* The stream's head comes back once the job is queued. */
@@ -581,7 +582,8 @@ TEST(sigterm_ends_streams) {
         const char *ev;
         char job[80];
 
-        wt_start(&w, stories(), ARGS("--threads", "1"), ARGS("RBEE_WORKER_TEST_TOKEN_DELAY_MS=25"));
+        /* One slot: the chat stream below is the queued case. */
+        wt_start(&w, stories(), ARGS("--threads", "1", "--parallel", "1"), ARGS("RBEE_WORKER_TEST_TOKEN_DELAY_MS=25"));
         wt_stream_open(&w, "/v1/inference", "{\"prompt\":\"Once\",\"max_tokens\":100,\"ignore_eos\":true,\"stream\":true}", &a);
         read_started(&a, job, sizeof(job));
         read_tokens(&a, 2);

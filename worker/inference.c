@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-id128.h>
 #include <time.h>
@@ -14,8 +15,20 @@
 #define RECENT_IDS 128
 /* Prompt tokens decoded between two heartbeats (and two cancellation checks). */
 #define PREFILL_CHUNK 256
+/* Prompts up to this long are decoded with the other slots' step. */
+#define PREFILL_MERGE 16
 /* How much longer than now systemd should wait for the start, per progress step. */
 #define EXTEND_TIMEOUT_USEC (60ull * 1000000ull)
+
+/* A slot runs one job on one sequence of the context. Only the inference
+ * thread changes a slot, under the lock for j (which other threads read). */
+struct slot {
+        struct worker_inference *e;
+        uint32_t seq;
+        struct worker_job *j;           /* NULL: free */
+        rbee_stream *stream;
+        bool prefilling;
+};
 
 struct worker_inference {
         struct worker_inference_config cfg;
@@ -35,7 +48,8 @@ struct worker_inference {
         char load_message[512];
         struct worker_job *queue_head, *queue_tail;
         unsigned n_queued;
-        struct worker_job *running;
+        struct slot *slots;
+        unsigned n_slots, n_active;
         char recent[RECENT_IDS][WORKER_JOB_ID_MAX + 1];
         unsigned recent_next;
         bool stalled_once;
@@ -52,10 +66,6 @@ struct worker_inference {
         uint32_t n_ctx;
         int32_t n_vocab;
         int64_t loaded_at;
-
-        /* What the KV cache holds, as far as we know: prompt and emitted tokens. */
-        int32_t *hist;
-        size_t n_hist;
 };
 
 const char *worker_state_name(enum worker_state s) {
@@ -184,6 +194,25 @@ static int fail_load(struct worker_inference *e, int r, const char *fmt, ...) {
         return r;
 }
 
+/* --parallel: as asked, else 4 sequences, fewer when their KV caches at
+ * full length would take more than half the RAM. The cache is mapped
+ * lazily, so an idle slot costs address space, not memory. */
+static uint32_t pick_parallel(struct worker_inference *e, const struct rbee_model_info *info) {
+        uint32_t n_ctx = e->cfg.n_ctx ? e->cfg.n_ctx : MIN(info->n_ctx_train, 4096u);
+        uint64_t kv = rbee_model_kv_bytes(e->model, n_ctx);
+        long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+        uint64_t ram = pages > 0 && psz > 0 ? (uint64_t) pages * (uint64_t) psz : UINT64_MAX;
+        uint32_t n = 4;
+
+        if (e->cfg.n_parallel > 0)
+                return e->cfg.n_parallel;
+        while (n > 1 && kv > 0 && n * kv > ram / 2)
+                n--;
+        log_info("Running up to %u requests at once (%.1f MiB of KV cache each at %u tokens)", n,
+                 kv / 1048576.0, n_ctx);
+        return n;
+}
+
 static int load(struct worker_inference *e) {
         struct rbee_model_params mp;
         struct rbee_context_params cp;
@@ -228,15 +257,25 @@ static int load(struct worker_inference *e) {
         rbee_context_default_params(&cp);
         cp.n_ctx = e->cfg.n_ctx;
         cp.n_threads = e->cfg.n_threads;
+        if (e->cfg.cuda) {
+                cp.backend = RBEE_BACKEND_CUDA;
+                cp.device = e->cfg.device;
+        }
         if (e->cfg.n_batch > 0)
                 cp.n_batch = e->cfg.n_batch;
+        cp.n_seq = e->cfg.cuda ? 1 : pick_parallel(e, info);
         r = rbee_context_new(e->model, &cp, &e->ctx);
         if (r < 0)
                 return fail_load(e, r, "cannot create a context of %u tokens: %s", cp.n_ctx, strerror(-r));
         e->n_ctx = rbee_context_n_ctx(e->ctx);
-        e->hist = malloc_multiply(e->n_ctx, sizeof(int32_t));
-        if (!e->hist)
+        e->slots = calloc(cp.n_seq, sizeof(struct slot));
+        if (!e->slots)
                 return fail_load(e, -ENOMEM, "out of memory");
+        for (uint32_t i = 0; i < cp.n_seq; i++)
+                e->slots[i] = (struct slot) { .e = e, .seq = i };
+        pthread_mutex_lock(&e->lock);
+        e->n_slots = cp.n_seq;
+        pthread_mutex_unlock(&e->lock);
 
         double secs = (mono_usec() - t0) / 1e6;
         worker_metrics_set_load_seconds(e->metrics, secs);
@@ -256,83 +295,32 @@ static void remember(struct worker_inference *e, const char *id) {
         e->recent_next = (e->recent_next + 1) % RECENT_IDS;
 }
 
-struct run_state {
-        struct worker_inference *e;
-        struct worker_job *j;
-        size_t n_emitted;
-};
-
 static bool job_cancelled(struct worker_inference *e, void *arg) {
         return e->stopping || worker_job_cancel_reason(arg) != WORKER_CANCEL_NONE;
 }
 
 static int on_token(int32_t token, const char *text, size_t len, void *userdata) {
-        struct run_state *rs = userdata;
-        struct worker_inference *e = rs->e;
+        struct slot *sl = userdata;
+        struct worker_inference *e = sl->e;
 
         beat(e);
-        if (token >= 0 && e->n_hist < e->n_ctx)
-                e->hist[e->n_hist++] = token;
-
         if (e->cfg.test_token_delay_ms > 0 || (e->cfg.test_stall_ms > 0 && !e->stalled_once)) {
                 pthread_mutex_lock(&e->lock);
                 if (e->cfg.test_stall_ms > 0 && !e->stalled_once) {
                         /* A stall makes no heartbeat: the watchdog pings must stop. */
                         e->stalled_once = true;
-                        timed_wait_locked(e, e->cfg.test_stall_ms, job_cancelled, rs->j);
+                        timed_wait_locked(e, e->cfg.test_stall_ms, job_cancelled, sl->j);
                 }
                 if (e->cfg.test_token_delay_ms > 0)
-                        timed_wait_locked(e, e->cfg.test_token_delay_ms, job_cancelled, rs->j);
+                        timed_wait_locked(e, e->cfg.test_token_delay_ms, job_cancelled, sl->j);
                 pthread_mutex_unlock(&e->lock);
                 beat(e);
         }
-        return worker_job_token(rs->j, text, len, token >= 0);
+        return worker_job_token(sl->j, text, len, token >= 0);
 }
 
-/* Decode the part of the prompt the cache does not hold, in chunks, so that
- * a long prompt keeps the heartbeat going and can be cancelled. The last
- * prompt token is left to rbee_generate_tokens(), which then finds all the
- * rest in the cache. Returns 1 when it decoded, 0 when it left it all to
- * the engine (a short uncached part); *ret_cached is the reused prefix. */
-static int prefill(struct worker_inference *e, struct worker_job *j, uint32_t *ret_cached, double *ret_ms) {
-        size_t n = j->n_tokens, keep = 0;
-        uint32_t pos = rbee_context_pos(e->ctx);
-        uint64_t t0;
-        int r;
-
-        e->n_hist = MIN(e->n_hist, (size_t) pos);
-        while (keep < e->n_hist && keep < n && e->hist[keep] == j->tokens[keep])
-                keep++;
-        keep = MIN(keep, n - 1);
-        *ret_cached = (uint32_t) keep;
-        *ret_ms = 0;
-        if (n - 1 - keep < PREFILL_CHUNK)
-                return 0;
-
-        t0 = mono_usec();
-        r = rbee_context_truncate(e->ctx, (uint32_t) keep);
-        if (r < 0)
-                return r;
-        e->n_hist = keep;
-        while (keep < n - 1) {
-                size_t k = MIN((size_t) PREFILL_CHUNK, n - 1 - keep);
-
-                if (worker_job_cancel_reason(j) != WORKER_CANCEL_NONE)
-                        break;
-                r = rbee_decode(e->ctx, j->tokens + keep, k);
-                if (r < 0)
-                        return r;
-                memcpy(e->hist + keep, j->tokens + keep, k * sizeof(int32_t));
-                keep += k;
-                e->n_hist = keep;
-                beat(e);
-        }
-        *ret_ms = (mono_usec() - t0) / 1000.0;
-        return 1;
-}
-
-/* How a job ends, delivered to its client only once the worker is idle
- * again: whoever sees the end and asks right away finds the model free, the
+/* How a job ends, delivered to its client only once its slot is free
+ * again: whoever sees the end and asks right away finds the slot free, the
  * metrics counted and the id among the finished ones. */
 struct job_end {
         struct rbee_generate_result res;
@@ -348,66 +336,39 @@ static void deliver(struct worker_job *j, const struct job_end *end) {
                 worker_job_finish(j, &end->res);
 }
 
-static void run_job(struct worker_inference *e, struct worker_job *j, struct job_end *end) {
-        struct rbee_generate_params gp;
-        struct rbee_generate_result res = {};
-        struct run_state rs = { .e = e, .j = j };
+/* The job of sl ended (r < 0: it failed): log it, count it, free the slot
+ * and tell the client. */
+static void end_job(struct worker_inference *e, struct slot *sl, int r) {
+        struct worker_job *j = sl->j;
+        struct rbee_generate_result res = { .n_prompt = (uint32_t) j->n_tokens };
         enum worker_job_outcome outcome;
-        uint32_t cached = 0;
-        double prefill_ms = 0;
-        int r;
+        struct job_end end;
 
         log_set_thread_field("RBEE_JOB_ID", j->id);
-        worker_job_begin(j, (uint32_t) j->n_tokens);
-
-        rbee_generate_default_params(&gp);
-        gp.max_tokens = j->req.max_tokens;
-        gp.stop = j->stop;
-        gp.n_stop = j->n_stop;
-        gp.ignore_eos = j->req.ignore_eos;
-        gp.add_bos = false;
-        gp.keep_cache = true;
-        gp.sampling = j->req.sampling;
-        gp.on_token = on_token;
-        gp.userdata = &rs;
-
-        r = prefill(e, j, &cached, &prefill_ms);
-        bool prefilled = r > 0;
-        if (r >= 0 && worker_job_cancel_reason(j) != WORKER_CANCEL_NONE) {
-                res = (struct rbee_generate_result) { .n_prompt = (uint32_t) j->n_tokens, .n_cached = cached,
-                                                      .prompt_ms = prefill_ms, .stop_reason = RBEE_STOP_CANCELLED };
-        } else if (r >= 0) {
-                /* From here the cache holds the prompt and then the tokens
-                 * decoded after it; hist mirrors that through on_token(). */
-                memcpy(e->hist, j->tokens, j->n_tokens * sizeof(int32_t));
-                e->n_hist = j->n_tokens;
-                r = rbee_generate_tokens(e->ctx, j->tokens, j->n_tokens, &gp, &res);
-                /* After a prefill the engine found all but one token cached;
-                 * what was really reused is what prefill() found. */
-                if (prefilled) {
-                        res.n_cached = cached;
-                        res.prompt_ms += prefill_ms;
-                }
+        if (sl->stream) {
+                if (r >= 0)
+                        r = rbee_stream_result(sl->stream, &res);
+                sl->stream = rbee_stream_free(sl->stream);
         }
-        if (r < 0) {
+        if (r >= 0 && res.stop_reason == RBEE_STOP_NONE)
+                res.stop_reason = RBEE_STOP_CANCELLED; /* ended while its prompt was decoded */
+        if (r < 0)
                 /* Whatever the engine left in the cache is not to be trusted. */
-                (void) rbee_context_truncate(e->ctx, 0);
-                e->n_hist = 0;
-        }
+                (void) rbee_seq_truncate(e->ctx, sl->seq, 0);
 
         enum worker_cancel_reason why = worker_job_cancel_reason(j);
-        *end = (struct job_end) { .res = res };
+        end = (struct job_end) { .res = res };
         if (r < 0) {
                 outcome = WORKER_OUTCOME_FAILED;
                 log_error_errno(r, "Job %s failed: %m", j->id);
-                end->status = 500;
-                end->code = "internal_error";
-                snprintf(end->message, sizeof(end->message), "generation failed: %s", strerror(-r));
+                end.status = 500;
+                end.code = "internal_error";
+                snprintf(end.message, sizeof(end.message), "generation failed: %s", strerror(-r));
         } else if (res.stop_reason == RBEE_STOP_CANCELLED && why == WORKER_CANCEL_SHUTDOWN) {
                 outcome = WORKER_OUTCOME_CANCELLED;
-                end->status = 503;
-                end->code = "shutting_down";
-                snprintf(end->message, sizeof(end->message), "the worker is shutting down");
+                end.status = 503;
+                end.code = "shutting_down";
+                snprintf(end.message, sizeof(end.message), "the worker is shutting down");
         } else
                 outcome = res.stop_reason != RBEE_STOP_CANCELLED ? WORKER_OUTCOME_COMPLETED
                           : why == WORKER_CANCEL_DISCONNECT      ? WORKER_OUTCOME_DISCONNECTED
@@ -430,6 +391,81 @@ static void run_job(struct worker_inference *e, struct worker_job *j, struct job
                            : why == WORKER_CANCEL_SHUTDOWN ? "shutting down"
                                                            : rbee_stop_reason_name(res.stop_reason));
         log_set_thread_field(NULL, NULL);
+
+        pthread_mutex_lock(&e->lock);
+        sl->j = NULL;
+        e->n_active--;
+        e->last_activity_usec = mono_usec();
+        remember(e, j->id);
+        atomic_store(&e->busy, e->n_active > 0);
+        beat(e);
+        pthread_mutex_unlock(&e->lock);
+        deliver(j, &end);
+        worker_job_unref(j);
+}
+
+static void start_job(struct worker_inference *e, struct slot *sl) {
+        struct worker_job *j = sl->j;
+        struct rbee_generate_params gp;
+        int r;
+
+        worker_job_begin(j, (uint32_t) j->n_tokens);
+        rbee_generate_default_params(&gp);
+        gp.max_tokens = j->req.max_tokens;
+        gp.stop = j->stop;
+        gp.n_stop = j->n_stop;
+        gp.ignore_eos = j->req.ignore_eos;
+        gp.add_bos = false;
+        gp.keep_cache = true;
+        gp.sampling = j->req.sampling;
+        gp.on_token = on_token;
+        gp.userdata = sl;
+        r = rbee_stream_new(e->ctx, sl->seq, j->tokens, j->n_tokens, &gp, &sl->stream);
+        if (r < 0) {
+                end_job(e, sl, r);
+                return;
+        }
+        sl->prefilling = true;
+}
+
+/* Decode the next piece of a long prompt, so that it keeps the heartbeat
+ * going, can be cancelled, and lets the other slots step in between. A
+ * short prompt (or the short rest of one) goes with the next step instead,
+ * in the same forward pass as the other slots' tokens. */
+static void prefill_step(struct worker_inference *e, struct slot *sl) {
+        int r;
+
+        if (worker_job_cancel_reason(sl->j) != WORKER_CANCEL_NONE) {
+                end_job(e, sl, 0);
+                return;
+        }
+        if (rbee_stream_pending(sl->stream) <= PREFILL_MERGE)
+                return;
+        r = rbee_stream_prefill(sl->stream, PREFILL_CHUNK);
+        beat(e);
+        if (r < 0)
+                end_job(e, sl, r);
+        else if (r == 0)
+                sl->prefilling = false;
+}
+
+/* A free slot for j: the one whose cache holds the longest prefix of its
+ * prompt, so that a conversation goes on where its last turn left off. */
+static struct slot *pick_slot_locked(struct worker_inference *e, struct worker_job *j) {
+        struct slot *best = NULL;
+        uint32_t best_n = 0;
+
+        for (unsigned i = 0; i < e->n_slots; i++) {
+                struct slot *sl = &e->slots[i];
+                if (sl->j)
+                        continue;
+                uint32_t n = rbee_seq_match(e->ctx, sl->seq, j->tokens, j->n_tokens);
+                if (!best || n > best_n) {
+                        best = sl;
+                        best_n = n;
+                }
+        }
+        return best;
 }
 
 static void *thread_main(void *p) {
@@ -453,38 +489,64 @@ static void *thread_main(void *p) {
         signal_main(e);
 
         for (;;) {
-                struct worker_job *j;
+                struct slot *admitted[RBEE_MAX_SEQ], *gen[RBEE_MAX_SEQ];
+                rbee_stream *streams[RBEE_MAX_SEQ];
+                unsigned n_admitted = 0, n_gen = 0;
 
+                /* Take queued jobs into free slots; wait when there is nothing to do. */
                 pthread_mutex_lock(&e->lock);
-                while (!e->stopping && !e->queue_head)
+                while (!e->stopping && !e->queue_head && e->n_active == 0)
                         pthread_cond_wait(&e->cond, &e->lock);
-                if (e->stopping) {
+                if (e->stopping && e->n_active == 0) {
                         pthread_mutex_unlock(&e->lock);
                         break;
                 }
-                j = e->queue_head;
-                e->queue_head = j->queue_next;
-                if (!e->queue_head)
-                        e->queue_tail = NULL;
-                j->queue_next = NULL;
-                e->n_queued--;
-                e->running = j;
-                atomic_store(&e->busy, true);
+                while (!e->stopping && e->queue_head && e->n_active < e->n_slots) {
+                        struct worker_job *j = e->queue_head;
+                        e->queue_head = j->queue_next;
+                        if (!e->queue_head)
+                                e->queue_tail = NULL;
+                        j->queue_next = NULL;
+                        e->n_queued--;
+                        struct slot *sl = pick_slot_locked(e, j);
+                        sl->j = j;
+                        e->n_active++;
+                        admitted[n_admitted++] = sl;
+                }
+                atomic_store(&e->busy, e->n_active > 0);
                 beat(e);
                 pthread_mutex_unlock(&e->lock);
 
-                struct job_end end;
-                run_job(e, j, &end);
+                for (unsigned i = 0; i < n_admitted; i++)
+                        start_job(e, admitted[i]);
 
-                pthread_mutex_lock(&e->lock);
-                e->running = NULL;
-                e->last_activity_usec = mono_usec();
-                remember(e, j->id);
-                atomic_store(&e->busy, false);
+                /* One piece of each long prompt, then one token of every
+                 * stream that is generating and the short prompts, all of
+                 * them in one forward pass. */
+                for (unsigned i = 0; i < e->n_slots; i++) {
+                        struct slot *sl = &e->slots[i];
+                        if (sl->j && sl->stream && sl->prefilling)
+                                prefill_step(e, sl);
+                }
+                for (unsigned i = 0; i < e->n_slots; i++) {
+                        struct slot *sl = &e->slots[i];
+                        if (sl->j && sl->stream) {
+                                gen[n_gen] = sl;
+                                streams[n_gen++] = sl->stream;
+                        }
+                }
+                if (n_gen == 0)
+                        continue;
+                r = rbee_stream_step(streams, n_gen);
                 beat(e);
-                pthread_mutex_unlock(&e->lock);
-                deliver(j, &end);
-                worker_job_unref(j);
+                for (unsigned i = 0; i < n_gen; i++) {
+                        if (rbee_stream_pending(gen[i]->stream) == 0)
+                                gen[i]->prefilling = false;
+                        if (rbee_stream_finished(gen[i]->stream))
+                                end_job(e, gen[i], 0);
+                }
+                if (r < 0)
+                        log_debug("Decode step of %u streams failed: %s", n_gen, strerror(-r));
         }
         return NULL;
 }
@@ -499,7 +561,8 @@ int worker_inference_start(struct worker_inference *e) {
 }
 
 int worker_inference_shutdown(struct worker_inference *e, uint64_t timeout_usec) {
-        struct worker_job *q, *running;
+        struct worker_job *q, *running[RBEE_MAX_SEQ];
+        unsigned n_running = 0;
         struct timespec ts;
         int r;
 
@@ -510,7 +573,9 @@ int worker_inference_shutdown(struct worker_inference *e, uint64_t timeout_usec)
         q = e->queue_head;
         e->queue_head = e->queue_tail = NULL;
         e->n_queued = 0;
-        running = worker_job_ref(e->running);
+        for (unsigned i = 0; i < e->n_slots; i++)
+                if (e->slots[i].j)
+                        running[n_running++] = worker_job_ref(e->slots[i].j);
         pthread_cond_broadcast(&e->cond);
         pthread_mutex_unlock(&e->lock);
 
@@ -523,11 +588,12 @@ int worker_inference_shutdown(struct worker_inference *e, uint64_t timeout_usec)
                 worker_job_unref(q);
                 q = next;
         }
-        if (running)
-                worker_job_cancel(running, WORKER_CANCEL_SHUTDOWN);
+        for (unsigned i = 0; i < n_running; i++)
+                worker_job_cancel(running[i], WORKER_CANCEL_SHUTDOWN);
 
         if (!e->thread_started || e->thread_joined) {
-                worker_job_unref(running);
+                for (unsigned i = 0; i < n_running; i++)
+                        worker_job_unref(running[i]);
                 return 0;
         }
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -540,13 +606,14 @@ int worker_inference_shutdown(struct worker_inference *e, uint64_t timeout_usec)
         r = pthread_timedjoin_np(e->thread, NULL, &ts);
         if (r == 0) {
                 e->thread_joined = true;
-                worker_job_unref(running);
+                for (unsigned i = 0; i < n_running; i++)
+                        worker_job_unref(running[i]);
                 return 0;
         }
-        /* The engine is stuck in a forward pass: end the stream for it. */
-        if (running) {
-                worker_job_fail(running, 503, "shutting_down", "the worker is shutting down");
-                worker_job_unref(running);
+        /* The engine is stuck in a forward pass: end the streams for it. */
+        for (unsigned i = 0; i < n_running; i++) {
+                worker_job_fail(running[i], 503, "shutting_down", "the worker is shutting down");
+                worker_job_unref(running[i]);
         }
         return -ETIMEDOUT;
 }
@@ -560,7 +627,7 @@ struct worker_inference *worker_inference_free(struct worker_inference *e) {
         }
         rbee_context_free(e->ctx);
         rbee_model_free(e->model);
-        free(e->hist);
+        free(e->slots);
         close(e->efd);
         pthread_cond_destroy(&e->cond);
         pthread_mutex_destroy(&e->lock);
@@ -617,6 +684,13 @@ int worker_inference_prepare(struct worker_inference *e, struct worker_job *j, c
         return worker_prompt_build(&pm, j, err, errlen);
 }
 
+static struct worker_job *find_running_locked(struct worker_inference *e, const char *id) {
+        for (unsigned i = 0; i < e->n_slots; i++)
+                if (e->slots[i].j && streq(e->slots[i].j->id, id))
+                        return e->slots[i].j;
+        return NULL;
+}
+
 int worker_inference_submit(struct worker_inference *e, struct worker_job *j) {
         int r = 0;
 
@@ -625,7 +699,7 @@ int worker_inference_submit(struct worker_inference *e, struct worker_job *j) {
                 r = -ESHUTDOWN;
         else if (e->state != WORKER_STATE_READY)
                 r = -EAGAIN;
-        else if (e->running && streq(e->running->id, j->id))
+        else if (find_running_locked(e, j->id))
                 r = -EEXIST;
         else {
                 for (struct worker_job *q = e->queue_head; q; q = q->queue_next)
@@ -633,7 +707,8 @@ int worker_inference_submit(struct worker_inference *e, struct worker_job *j) {
                                 r = -EEXIST;
                                 break;
                         }
-                if (r == 0 && (e->running || e->queue_head) && e->n_queued >= e->cfg.max_queue)
+                /* Every slot busy and max_queue jobs waiting behind them. */
+                if (r == 0 && e->n_active + e->n_queued >= MAX(e->n_slots, 1u) + e->cfg.max_queue)
                         r = -EBUSY;
         }
         if (r == 0) {
@@ -680,9 +755,8 @@ int worker_inference_cancel(struct worker_inference *e, const char *id) {
         bool queued = false;
 
         pthread_mutex_lock(&e->lock);
-        if (e->running && streq(e->running->id, id))
-                found = worker_job_ref(e->running);
-        else
+        found = worker_job_ref(find_running_locked(e, id));
+        if (!found)
                 for (struct worker_job *q = e->queue_head; q; q = q->queue_next)
                         if (streq(q->id, id)) {
                                 found = q;
@@ -768,7 +842,9 @@ void worker_inference_gauges(struct worker_inference *e, struct worker_gauges *g
         pthread_mutex_lock(&e->lock);
         g->queue_depth = e->n_queued;
         g->queue_capacity = e->cfg.max_queue;
-        g->busy = e->running != NULL;
+        g->busy = e->n_active > 0;
+        g->running = e->n_active;
+        g->slots = e->n_slots;
         g->ready = e->state == WORKER_STATE_READY;
         g->n_ctx = e->n_ctx;
         pthread_mutex_unlock(&e->lock);
@@ -778,7 +854,7 @@ double worker_inference_idle_seconds(struct worker_inference *e) {
         double s = 0;
 
         pthread_mutex_lock(&e->lock);
-        if (e->state == WORKER_STATE_READY && !e->running && !e->queue_head && e->last_activity_usec > 0)
+        if (e->state == WORKER_STATE_READY && e->n_active == 0 && !e->queue_head && e->last_activity_usec > 0)
                 s = (mono_usec() - e->last_activity_usec) / 1e6;
         pthread_mutex_unlock(&e->lock);
         return s;

@@ -2,10 +2,11 @@
 #pragma once
 
 /* The inference thread: it loads the model, then owns the one rbee_context
- * and runs queued jobs one at a time. Everything else talks to it through
- * the bounded queue below; the state and the heartbeat are readable from any
- * thread. (Parallel slots with batched decode would replace the single
- * "running" job by an array of them; the queue and the jobs stay as they are.) */
+ * and runs queued jobs in its slots, one sequence of the context each, up to
+ * n_parallel at once: their prompts are decoded piece by piece and their
+ * tokens generated in one batched forward pass per step. Everything else
+ * talks to it through the bounded queue below; the state and the heartbeat
+ * are readable from any thread. */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -29,7 +30,10 @@ struct worker_inference_config {
         uint32_t n_ctx;                 /* 0: the engine's default */
         uint32_t n_batch;
         int n_threads;                  /* 0: all CPUs */
-        unsigned max_queue;             /* jobs waiting behind the running one */
+        bool cuda;                      /* run on CUDA device `device` */
+        int device;
+        unsigned n_parallel;            /* jobs run at once; 0: 4, fewer when RAM is short */
+        unsigned max_queue;             /* jobs waiting while every slot is busy */
         const char *chat_format;        /* NULL: from the model's template, else chatml */
         bool mlock;
         /* Test hooks (see README): slow the load and the tokens down, stall once. */

@@ -148,6 +148,10 @@ int worker_metrics_render(struct worker_metrics *m, const struct worker_gauges *
              "# TYPE rbee_worker_queue_capacity gauge\nrbee_worker_queue_capacity %u\n", g->queue_capacity);
         EMIT("# HELP rbee_worker_busy Whether a job is running.\n"
              "# TYPE rbee_worker_busy gauge\nrbee_worker_busy %u\n", g->busy);
+        EMIT("# HELP rbee_worker_running Jobs being generated (batched together).\n"
+             "# TYPE rbee_worker_running gauge\nrbee_worker_running %u\n", g->running);
+        EMIT("# HELP rbee_worker_slots Jobs that may be generated at once.\n"
+             "# TYPE rbee_worker_slots gauge\nrbee_worker_slots %u\n", g->slots);
         EMIT("# HELP rbee_worker_ready Whether the model is loaded and serving.\n"
              "# TYPE rbee_worker_ready gauge\nrbee_worker_ready %u\n", g->ready);
         EMIT("# HELP rbee_worker_context_size Context size in tokens.\n"

@@ -57,6 +57,8 @@ struct worker_gauges {
         unsigned queue_depth;
         unsigned queue_capacity;
         unsigned busy;
+        unsigned running;               /* jobs in slots */
+        unsigned slots;                 /* --parallel */
         unsigned ready;
         uint32_t n_ctx;
 };

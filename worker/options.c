@@ -25,8 +25,11 @@ static void help(void) {
                "  -t, --threads N           threads for inference (default: all CPUs)\n"
                "  -c, --ctx-size N          context size in tokens (default: the model's, at most 4096)\n"
                "  -b, --batch-size N        prompt tokens per forward pass (default 512)\n"
+               "      --device N            run on CUDA device N (default: the CPU)\n"
                "      --chat-format NAME    chat template to use instead of the model's (chatml, llama3, ...)\n"
-               "      --max-queue N         requests that may wait behind the running one (default 8)\n"
+               "      --parallel N          requests decoded at once, batched (default 4, fewer when\n"
+               "                            their KV caches would not fit in half the RAM)\n"
+               "      --max-queue N         requests that may wait while all are busy (default 8)\n"
                "      --max-connections N   concurrent HTTP connections (default 64)\n"
                "      --max-body BYTES      largest request body (default 8388608)\n"
                "      --shutdown-timeout T  how long SIGTERM waits for the engine (default 5s)\n"
@@ -65,6 +68,8 @@ int worker_options_parse(int argc, char **argv, struct worker_options *ret) {
                 ARG_MLOCK,
                 ARG_LOG_LEVEL,
                 ARG_VERSION,
+                ARG_DEVICE,
+                ARG_PARALLEL,
         };
         static const struct option longopts[] = {
                 { "model", required_argument, NULL, 'm' },
@@ -76,7 +81,9 @@ int worker_options_parse(int argc, char **argv, struct worker_options *ret) {
                 { "threads", required_argument, NULL, 't' },
                 { "ctx-size", required_argument, NULL, 'c' },
                 { "batch-size", required_argument, NULL, 'b' },
+                { "device", required_argument, NULL, ARG_DEVICE },
                 { "chat-format", required_argument, NULL, ARG_CHAT_FORMAT },
+                { "parallel", required_argument, NULL, ARG_PARALLEL },
                 { "max-queue", required_argument, NULL, ARG_MAX_QUEUE },
                 { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
                 { "max-body", required_argument, NULL, ARG_MAX_BODY },
@@ -93,6 +100,7 @@ int worker_options_parse(int argc, char **argv, struct worker_options *ret) {
                 .max_body = 8u << 20,
                 .shutdown_timeout_usec = 5000000,
                 .log_level = LOG_INFO,
+                .device = -1,
         };
         const char *env;
         int64_t v;
@@ -143,6 +151,18 @@ int worker_options_parse(int argc, char **argv, struct worker_options *ret) {
                                 r = bad("--batch-size", optarg, "1-65536");
                         else
                                 o.batch_size = (uint32_t) v;
+                        break;
+                case ARG_DEVICE:
+                        if (parse_int64(optarg, 0, 1023, &v) < 0)
+                                r = bad("--device", optarg, "a CUDA device index, 0-1023");
+                        else
+                                o.device = (int) v;
+                        break;
+                case ARG_PARALLEL:
+                        if (parse_int64(optarg, 1, RBEE_MAX_SEQ, &v) < 0)
+                                r = bad("--parallel", optarg, "1-256");
+                        else
+                                o.parallel = (unsigned) v;
                         break;
                 case ARG_MAX_QUEUE:
                         if (parse_int64(optarg, 0, 65536, &v) < 0)

@@ -110,9 +110,9 @@ static int parse_stop(const struct json_object *o, struct worker_request *req, c
                 req->stop[i] = strndup(json_object_get_string(s), len);
                 if (!req->stop[i])
                         return -ENOMEM;
+                req->n_stop = i + 1;    /* before any error: worker_request_done() frees it */
                 if (strlen(req->stop[i]) != len)
                         return fail(err, errlen, -EINVAL, "stop strings may not contain NUL");
-                req->n_stop = i + 1;
         }
         return 0;
 }
@@ -314,7 +314,8 @@ int worker_request_parse(enum worker_api api, const char *body, size_t len,
                 return fail(err, errlen, -EINVAL, "the request body must be a JSON object");
 
         r = json_get_string(o, "job_id", &s, &sl);
-        if (r < 0 || (r > 0 && !worker_job_id_is_valid(s))) {
+        /* A "\u0000" inside would hide the rest from the check, and sl bytes are copied. */
+        if (r < 0 || (r > 0 && (strlen(s) != sl || !worker_job_id_is_valid(s)))) {
                 r = fail(err, errlen, -EINVAL, "'job_id' must be 1-%d characters of [A-Za-z0-9._:-]", WORKER_JOB_ID_MAX);
                 goto finish;
         }

@@ -123,6 +123,8 @@ static enum MHD_Result handle_health(struct request *rq, struct MHD_Connection *
         worker_inference_gauges(inf, &g);
         json_object_object_add(o, "busy", json_object_new_boolean(g.busy));
         json_object_object_add(o, "queue_depth", json_object_new_int64(g.queue_depth));
+        json_object_object_add(o, "running", json_object_new_int64(g.running));
+        json_object_object_add(o, "slots", json_object_new_int64(g.slots));
         double is = worker_inference_idle_seconds(inf);
         snprintf(idle, sizeof(idle), "%.3f", is);
         json_object_object_add(o, "idle_seconds", json_object_new_double_s(is, idle));

@@ -35,6 +35,8 @@ static void help(void) {
                "  -t, --threads LIST   thread counts, comma separated (default: all CPUs)\n"
                "  -r, --repetitions N  repetitions (default 3)\n"
                "  -d, --depth N        tokens already in the cache before each test (default 0)\n"
+               "  -P, --parallel N     generate N sequences at once, batched (tg: tokens/s of all)\n"
+               "      --device N       run on CUDA device N (default: the CPU)\n"
                "      --membw          measure memory bandwidth and print the roofline fraction\n"
                "      --json           one JSON object per result line\n"
                "  -h, --help           this help\n");
@@ -84,8 +86,16 @@ static double measure_bandwidth(int threads) {
         return best;
 }
 
-static void stats(const double *v, int n, double *mean, double *sd) {
-        double s = 0, q = 0;
+static int cmp_double(const void *a, const void *b) {
+        double x = *(const double *) a, y = *(const double *) b;
+
+        return x < y ? -1 : x > y;
+}
+
+/* Mean, standard deviation and median (what a shared, noisy machine is
+ * best summarised by; make bench reports it). */
+static void stats(const double *v, int n, double *mean, double *sd, double *median) {
+        double s = 0, q = 0, sorted[100];
 
         for (int i = 0; i < n; i++)
                 s += v[i];
@@ -93,6 +103,32 @@ static void stats(const double *v, int n, double *mean, double *sd) {
         for (int i = 0; i < n; i++)
                 q += (v[i] - *mean) * (v[i] - *mean);
         *sd = n > 1 ? sqrt(q / (n - 1)) : 0;
+        memcpy(sorted, v, n * sizeof(double));
+        qsort(sorted, n, sizeof(double), cmp_double);
+        *median = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+}
+
+/* tg of n_par sequences at once: one batched forward pass per step. */
+static int run_parallel(rbee_context *ctx, int32_t n_vocab, const int32_t *toks, int depth, int n_gen, int n_par,
+                        double *ret_tps) {
+        struct rbee_batch_entry e[RBEE_MAX_SEQ];
+        int r;
+
+        for (int s = 0; s < n_par; s++) {
+                (void) rbee_seq_truncate(ctx, s, 0);
+                if (depth > 0 && (r = rbee_seq_decode(ctx, s, toks, depth)) < 0)
+                        return r;
+        }
+        double t0 = now_s();
+        for (int i = 0; i < n_gen; i++) {
+                for (int s = 0; s < n_par; s++)
+                        e[s] = (struct rbee_batch_entry) { (int32_t) ((i * 31 + s * 7 + 1) % n_vocab), s, true };
+                r = rbee_decode_batch(ctx, e, n_par);
+                if (r < 0)
+                        return r;
+        }
+        *ret_tps = (double) n_gen * n_par / (now_s() - t0);
+        return 0;
 }
 
 static int run_test(rbee_context *ctx, int32_t n_vocab, int depth, int n_prompt, int n_gen, double *ret_tps) {
@@ -105,6 +141,10 @@ static int run_test(rbee_context *ctx, int32_t n_vocab, int depth, int n_prompt,
         /* Arbitrary in-vocabulary ids; speed does not depend on which. */
         for (int i = 0; i < MAX(n_prompt, depth); i++)
                 toks[i] = (int32_t) ((i * 7919u + 13) % (uint32_t) n_vocab);
+        if (n_prompt == 0 && rbee_context_n_seq(ctx) > 1) {
+                r = run_parallel(ctx, n_vocab, toks, depth, n_gen, (int) rbee_context_n_seq(ctx), ret_tps);
+                goto out;
+        }
 
         (void) rbee_context_truncate(ctx, 0);
         if (depth > 0) {
@@ -142,18 +182,20 @@ int main(int argc, char **argv) {
                 { "threads", required_argument, NULL, 't' },
                 { "repetitions", required_argument, NULL, 'r' },
                 { "depth", required_argument, NULL, 'd' },
+                { "parallel", required_argument, NULL, 'P' },
                 { "membw", no_argument, NULL, 'B' },
                 { "json", no_argument, NULL, 'J' },
+                { "device", required_argument, NULL, 'D' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
         const char *models[16];
         int n_models = 0, threads[16], n_threads = 0, reps = 3;
-        long n_prompt = 512, n_gen = 128, depth = 0, l;
+        long n_prompt = 512, n_gen = 128, depth = 0, device = -1, n_par = 1, l;
         bool membw = false, json = false;
         int c;
 
-        while ((c = getopt_long(argc, argv, "m:p:n:t:r:d:h", opts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "m:p:n:t:r:d:P:h", opts, NULL)) >= 0) {
                 switch (c) {
                 case 'm':
                         if (n_models >= 16) {
@@ -195,6 +237,14 @@ int main(int argc, char **argv) {
                         break;
                 case 'J':
                         json = true;
+                        break;
+                case 'P':
+                        if (cli_parse_int(optarg, 1, RBEE_MAX_SEQ, &n_par) < 0)
+                                goto bad;
+                        break;
+                case 'D':
+                        if (cli_parse_int(optarg, 0, 1023, &device) < 0)
+                                goto bad;
                         break;
                 case 'h':
                         help();
@@ -250,6 +300,12 @@ int main(int argc, char **argv) {
                         cp.n_threads = threads[ti];
                         cp.n_ctx = MAX(depth + MAX(n_prompt, n_gen) + 1, 64);
                         cp.n_batch = MAX(n_prompt, 1);
+                        /* Prompt processing stays one sequence; generation takes n_par. */
+                        cp.n_seq = n_par;
+                        if (device >= 0) {
+                                cp.backend = RBEE_BACKEND_CUDA;
+                                cp.device = (int) device;
+                        }
                         r = rbee_context_new(model, &cp, &ctx);
                         if (r < 0) {
                                 fprintf(stderr, "rbee-bench: cannot create a context: %s\n", strerror(-r));
@@ -257,7 +313,7 @@ int main(int argc, char **argv) {
                         }
                         for (int test = 0; test < 2; test++) {
                                 int pp = test == 0 ? n_prompt : 0, tg = test == 1 ? n_gen : 0;
-                                double v[100], mean, sd, tps = 0;
+                                double v[100], mean, sd, median, tps = 0;
                                 if (pp == 0 && tg == 0)
                                         continue;
                                 /* One warm-up run faults the weights in. */
@@ -268,19 +324,21 @@ int main(int argc, char **argv) {
                                         fprintf(stderr, "rbee-bench: decode failed: %s\n", strerror(-r));
                                         return 1;
                                 }
-                                stats(v, reps, &mean, &sd);
+                                stats(v, reps, &mean, &sd, &median);
                                 char name[32];
                                 snprintf(name, sizeof(name), "%s%d", pp ? "pp" : "tg", pp ? pp : tg);
+                                if (tg && n_par > 1)
+                                        snprintf(name, sizeof(name), "tg%dx%ld", tg, n_par);
                                 double roof = 0;
                                 if (tg && bw[ti] > 0)
-                                        roof = mean * rbee_model_bytes_per_token(model) / 1e9 / bw[ti];
+                                        roof = mean / n_par * rbee_model_bytes_per_token(model) / 1e9 / bw[ti];
                                 int nth = threads[ti] ? threads[ti] : 0;
                                 if (json)
                                         printf("{\"model\":\"%s\",\"type\":\"%s\",\"size\":%" PRIu64 ",\"params\":%" PRIu64
                                                ",\"threads\":%d,\"test\":\"%s\",\"depth\":%ld,\"tps\":%.3f,\"sd\":%.3f,"
-                                               "\"bytes_per_token\":%" PRIu64 ",\"bandwidth_gbs\":%.2f,\"roofline\":%.3f}\n",
+                                               "\"median\":%.3f,\"bytes_per_token\":%" PRIu64 ",\"bandwidth_gbs\":%.2f,\"roofline\":%.3f}\n",
                                                base, info->file_type, info->file_bytes, info->n_params, nth, name, depth,
-                                               mean, sd, rbee_model_bytes_per_token(model), bw[ti], roof);
+                                               mean, sd, median, rbee_model_bytes_per_token(model), bw[ti], roof);
                                 else {
                                         char tps_s[32], roof_s[16] = "";
                                         snprintf(tps_s, sizeof(tps_s), "%.2f ± %.2f", mean, sd);

@@ -36,6 +36,7 @@ static void help(void) {
                "  -t, --threads N         threads (default: all CPUs)\n"
                "  -c, --ctx-size N        context size (default: the model's, at most 4096)\n"
                "  -b, --batch-size N      prompt tokens per forward pass (default 512)\n"
+               "      --device N          run on CUDA device N (default: the CPU)\n"
                "      --chat              treat the prompt as a user message in the model's chat template\n"
                "      --system TEXT       system message for --chat\n"
                "      --chat-format NAME  override the chat template (chatml, llama2, llama3, zephyr, phi3, ...)\n"
@@ -68,7 +69,7 @@ static int on_token(int32_t token, const char *text, size_t len, void *userdata)
 
 int main(int argc, char **argv) {
         enum { ARG_TEMP = 256, ARG_TOPK, ARG_TOPP, ARG_MINP, ARG_REP, ARG_REPN, ARG_CHAT, ARG_SYSTEM,
-               ARG_FORMAT, ARG_STOP, ARG_IGNORE_EOS, ARG_NO_BOS, ARG_SPECIAL, ARG_NO_ECHO, ARG_IDS };
+               ARG_FORMAT, ARG_STOP, ARG_IGNORE_EOS, ARG_NO_BOS, ARG_SPECIAL, ARG_NO_ECHO, ARG_IDS, ARG_DEVICE };
         static const struct option opts[] = {
                 { "model", required_argument, NULL, 'm' },
                 { "prompt", required_argument, NULL, 'p' },
@@ -84,6 +85,7 @@ int main(int argc, char **argv) {
                 { "threads", required_argument, NULL, 't' },
                 { "ctx-size", required_argument, NULL, 'c' },
                 { "batch-size", required_argument, NULL, 'b' },
+                { "device", required_argument, NULL, ARG_DEVICE },
                 { "chat", no_argument, NULL, ARG_CHAT },
                 { "system", required_argument, NULL, ARG_SYSTEM },
                 { "chat-format", required_argument, NULL, ARG_FORMAT },
@@ -198,6 +200,12 @@ int main(int argc, char **argv) {
                         if (cli_parse_int(optarg, 1, 1 << 16, &l) < 0)
                                 goto bad;
                         cp.n_batch = l;
+                        break;
+                case ARG_DEVICE:
+                        if (cli_parse_int(optarg, 0, 1023, &l) < 0)
+                                goto bad;
+                        cp.backend = RBEE_BACKEND_CUDA;
+                        cp.device = l;
                         break;
                 case ARG_CHAT:
                         chat = true;
