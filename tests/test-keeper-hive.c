@@ -118,7 +118,7 @@ TEST(infer_streams) {
 
         /* Streaming: with a slower model the first text is out long before the end. */
         kt_hive_register(&h, "slow", kt_slow_model());
-        rb_spawn(&p, &h, 0, KT_ARGS("infer", "-m", "slow", "-p", "Hello", "-n", "200", "-s", "1", "-t", "1"));
+        rb_spawn(&p, &h, 0, KT_ARGS("infer", "-m", "slow", "-p", "Hello", "-n", "1000", "-s", "1", "-t", "1"));
         first = wait_first_output(&p, 20000);
         rc = kt_finish(&p, 30000);
         end = kt_now_ms();
