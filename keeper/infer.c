@@ -227,6 +227,7 @@ struct state {
         unsigned spin;
         uint64_t last_spin_usec;
         bool last_newline;              /* the output so far ends with a newline */
+        bool held_c2;                   /* a 0xC2 lead byte waits for its continuation */
 };
 
 static void status_clear(struct state *s) {
@@ -289,8 +290,23 @@ static int write_token(struct state *s, const char *text, size_t n) {
                  * other control characters are shown, not obeyed. */
                 for (size_t i = 0; i < n; i++) {
                         unsigned char c = (unsigned char) text[i];
-                        if ((c < 0x20 && c != '\n' && c != '\t' && c != '\r') || c == 0x7f) {
-                                if (fputs(keeper_term_utf8() ? "ï¿½" : "?", stdout) < 0)
+                        bool c1 = false;
+
+                        /* C1 controls (U+0080..U+009F, UTF-8 C2 80..C2 9F) such as
+                         * CSI are obeyed by some terminals too. A token may end
+                         * between the two bytes, so the lead byte is held. */
+                        if (s->held_c2) {
+                                s->held_c2 = false;
+                                c1 = c >= 0x80 && c <= 0x9f;
+                                if (!c1 && fputc(0xc2, stdout) == EOF)
+                                        return errno == EPIPE ? -EPIPE : -EIO;
+                        }
+                        if (!c1 && c == 0xc2) {
+                                s->held_c2 = true;
+                                continue;
+                        }
+                        if (c1 || (c < 0x20 && c != '\n' && c != '\t' && c != '\r') || c == 0x7f) {
+                                if (fputs(keeper_term_utf8() ? "\xef\xbf\xbd" /* U+FFFD */ : "?", stdout) < 0)
                                         return errno == EPIPE ? -EPIPE : -EIO;
                         } else if (fputc(c, stdout) == EOF)
                                 return errno == EPIPE ? -EPIPE : -EIO;
@@ -519,6 +535,8 @@ int keeper_infer_run(struct keeper *k, const struct keeper_infer_params *p, stru
         r = keeper_api_stream(k, "POST", "/v1/inference", request, &stream, &resp);
         status_clear(&s);
         res->seconds = (double) (keeper_now_usec() - s.start_usec) / 1e6;
+        if (s.held_c2)                  /* a lone lead byte at the very end */
+                fputc(0xc2, stdout);
         if (print && res->n_tokens > 0 && !s.last_newline && k->out_tty && !s.cancel_sent) {
                 fputc('\n', stdout);
                 fflush(stdout);

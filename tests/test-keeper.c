@@ -620,6 +620,30 @@ TEST(unknown_model_message) {
         kt_fake_stop(&f);
 }
 
+/* Model output on a terminal shows control characters (C0 and C1) instead of
+ * letting them steer it; piped, the bytes pass unchanged. */
+TEST(output_controls_are_shown_not_obeyed) {
+        struct kt_fake f;
+        struct kt_proc p;
+        int rc;
+
+        kt_fake_start(&f, KT_FAKE_CONTROL);
+        kt_spawn(&p, KT_PTY_OUT, 100, KT_ARGS("--hive", f.url, "infer", "-m", "m", "-p", "x"), KT_ARGS("LANG=C.UTF-8"));
+        rc = kt_finish(&p, 20000);
+        KT_ASSERT_EXIT(&p, rc, 0);
+        ASSERT_CONTAINS(p.pty.data, "a\xef\xbf\xbd[2Jb");
+        ASSERT_CONTAINS(p.pty.data, "c\xef\xbf\xbd" "31md \xc3\xa9\n");
+        ASSERT_TRUE(strstr(p.pty.data, "\xc2\x9b") == NULL);
+        kt_proc_done(&p);
+
+        kt_spawn(&p, 0, 0, KT_ARGS("--hive", f.url, "infer", "-m", "m", "-p", "x"), NULL);
+        rc = kt_finish(&p, 20000);
+        KT_ASSERT_EXIT(&p, rc, 0);
+        ASSERT_STREQ(p.out.data, "a\033[2Jbc\xc2\x9b" "31md \xc3\xa9\n");
+        kt_proc_done(&p);
+        kt_fake_stop(&f);
+}
+
 /* Colors only on a terminal, never with NO_COLOR or --no-color; tables fit it. */
 TEST(no_color_and_terminal_width) {
         struct kt_fake f;

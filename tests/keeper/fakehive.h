@@ -26,6 +26,7 @@ enum kt_fake_mode {
         KT_FAKE_AUTH,                   /* everything but health needs "Bearer sekrit" */
         KT_FAKE_BAD_JSON,               /* GET /v1/models answers 200 with broken JSON */
         KT_FAKE_SLOW_CANCEL,            /* tokens for 10 s; a cancel takes 5 s to answer */
+        KT_FAKE_CONTROL,                /* tokens carry C0 and C1 terminal controls */
 };
 
 struct kt_fake {
@@ -118,6 +119,13 @@ static void kt_fk_inference(int fd) {
                         free(d);
                         usleep(100000);
                 }
+                return;
+        case KT_FAKE_CONTROL:
+                kt_fk_event(fd, "token", "{\"text\":\"a\\u001b[2Jb\",\"index\":0}");
+                kt_fk_event(fd, "token", "{\"text\":\"c\\u009b31md \\u00e9\\n\",\"index\":1}");
+                kt_fk_event(fd, "end", "{\"job_id\":\"j-fake1\",\"stop_reason\":\"length\",\"finish_reason\":\"length\","
+                                       "\"tokens_in\":3,\"tokens_out\":2,\"cached_tokens\":0,\"queue_ms\":0.1,"
+                                       "\"prompt_ms\":1.0,\"gen_ms\":2.0,\"tokens_per_second\":1500.0}");
                 return;
         case KT_FAKE_WORKER_DIED:
                 kt_fk_event(fd, "token", "{\"text\":\"Once\",\"index\":0}");
