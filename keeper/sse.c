@@ -87,6 +87,9 @@ int keeper_sse_feed(struct keeper_sse *s, const char *p, size_t n) {
 
                 while (i + k < n && start[k] != '\n' && start[k] != '\r')
                         k++;
+                /* The same bound whether a line arrives whole or in pieces. */
+                if (s->line.len + k > KEEPER_SSE_LINE_MAX)
+                        return -E2BIG;
                 if (i + k == n) {
                         /* No end of line yet: keep the partial line. */
                         return strbuf_append(&s->line, start, k);

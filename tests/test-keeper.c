@@ -89,6 +89,11 @@ TEST(sse_stop_pending_and_limits) {
         memset(big, 'x', KEEPER_SSE_LINE_MAX + 10);
         memcpy(big, "data: ", 6);
         ASSERT_ERR(keeper_sse_feed(&s, big, KEEPER_SSE_LINE_MAX + 10), -E2BIG);
+        keeper_sse_done(&s);
+        /* ... and so does one that arrives whole, end of line included. */
+        keeper_sse_init(&s, stop_on_second, NULL, &n);
+        big[KEEPER_SSE_LINE_MAX + 9] = '\n';
+        ASSERT_ERR(keeper_sse_feed(&s, big, KEEPER_SSE_LINE_MAX + 10), -E2BIG);
         free(big);
         keeper_sse_done(&s);
 }
