@@ -276,13 +276,6 @@ TEST_TIMEOUT(hive_stop_mid_download_keeps_partial_and_resumes, 60) {
         free(partial);
 }
 
-static char disk_dir[PATH_MAX];
-
-static void umount_disk(void) {
-        if (disk_dir[0])
-                (void) umount2(disk_dir, MNT_DETACH);
-}
-
 /* Fill the file system of dir up to leave about `leave` bytes free. */
 static void fill_disk(const char *path, size_t leave) {
         static char block[65536];
@@ -309,6 +302,7 @@ TEST_TIMEOUT(disk_full_before_and_during_download, 60) {
         struct hf_server srv;
         struct dl_result d;
         char *events = NULL, *job, *partial, *filler, *filler2, *state;
+        char disk_dir[PATH_MAX];
 
         /* A 24 MiB tmpfs, private to this test: root in a mount namespace. */
         snprintf(disk_dir, sizeof(disk_dir), "%s/disk", harness_tmpdir());
@@ -318,7 +312,8 @@ TEST_TIMEOUT(disk_full_before_and_during_download, 60) {
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
             mount("tmpfs", disk_dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=24m,mode=0755") < 0)
                 SKIP("cannot mount a tmpfs: %m");
-        atexit(umount_disk);
+        /* On a failure the mount goes with the namespace, when the test's
+         * processes are gone. */
 
         hf_start(&srv, ht_model());
         /* The hive's dirs are on the small disk; its log is not. */
@@ -356,6 +351,7 @@ TEST_TIMEOUT(disk_full_before_and_during_download, 60) {
         ASSERT_EQ(count_files(h.state, ".partial"), 0);
         ht_stop(&h);
         hf_stop(&srv);
+        ASSERT_EQ(umount2(disk_dir, MNT_DETACH), 0);      /* so that the harness can remove the directory */
         free(job);
         free(events);
         free(partial);

@@ -30,7 +30,9 @@
 #include <unistd.h>
 
 #define MAX_HEADERS 16
+#ifndef MAX_LAT
 #define MAX_LAT (1u << 20)      /* latencies kept per thread */
+#endif
 #define MIN_SZ(a, b) ((uint64_t) (a) < (uint64_t) (b) ? (size_t) (a) : (size_t) (b))
 
 struct config {
@@ -51,10 +53,13 @@ struct config {
 struct worker {
         pthread_t thread;
         const struct config *cfg;
-        double *lat;            /* ms */
+        double *lat;            /* ms: all of them, or a uniform sample past MAX_LAT */
         size_t n_lat;
+        uint64_t n_done;        /* answered requests */
+        uint64_t rng;
         uint64_t status[600];
         uint64_t conn_errors, reconnects, bytes;
+        double max_lat;
 };
 
 static struct config cfg;
@@ -253,8 +258,20 @@ static void *run(void *arg) {
                 }
                 served++;
                 w->status[st]++;
+                w->n_done++;
+                if (dt > w->max_lat)
+                        w->max_lat = dt;
                 if (w->n_lat < MAX_LAT)
                         w->lat[w->n_lat++] = dt;
+                else {
+                        /* Reservoir sampling keeps the percentiles of long runs honest. */
+                        w->rng ^= w->rng << 13;
+                        w->rng ^= w->rng >> 7;
+                        w->rng ^= w->rng << 17;
+                        uint64_t k = w->rng % w->n_done;
+                        if (k < MAX_LAT)
+                                w->lat[k] = dt;
+                }
                 if (close_after) {
                         close(fd);
                         fd = -1;
@@ -362,6 +379,7 @@ int main(int argc, char **argv) {
         t_end = t0 + cfg.duration_s * 1e3;
         for (unsigned i = 0; i < cfg.conns; i++) {
                 w[i].cfg = &cfg;
+                w[i].rng = 0x9e3779b97f4a7c15ull * (i + 1);
                 w[i].lat = malloc(MAX_LAT * sizeof(double));
                 if (!w[i].lat || pthread_create(&w[i].thread, NULL, run, &w[i]) != 0)
                         return 1;
@@ -371,7 +389,8 @@ int main(int argc, char **argv) {
         double elapsed = (now_ms() - t0) / 1e3;
 
         size_t n = 0;
-        uint64_t status[600] = {}, conn_errors = 0, bytes = 0, bad = 0;
+        uint64_t status[600] = {}, conn_errors = 0, bytes = 0, bad = 0, done = 0;
+        double maxlat = 0;
         for (unsigned i = 0; i < cfg.conns; i++)
                 n += w[i].n_lat;
         double *all = malloc((n ? n : 1) * sizeof(double));
@@ -382,6 +401,9 @@ int main(int argc, char **argv) {
                 memcpy(all + n, w[i].lat, w[i].n_lat * sizeof(double));
                 n += w[i].n_lat;
                 conn_errors += w[i].conn_errors;
+                done += w[i].n_done;
+                if (w[i].max_lat > maxlat)
+                        maxlat = w[i].max_lat;
                 bytes += w[i].bytes;
                 for (int s = 0; s < 600; s++)
                         status[s] += w[i].status[s];
@@ -393,10 +415,10 @@ int main(int argc, char **argv) {
                         bad += status[s];
         if (cfg.json) {
                 printf("{\"label\":\"%s\",\"method\":\"%s\",\"path\":\"%s\",\"connections\":%u,\"seconds\":%.2f,"
-                       "\"requests\":%zu,\"rps\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
+                       "\"requests\":%" PRIu64 ",\"rps\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
                        "\"connection_errors\":%" PRIu64 ",\"unexpected\":%" PRIu64 ",\"status\":{",
-                       label ? label : "", cfg.method, cfg.path, cfg.conns, elapsed, n, (double) n / elapsed, PCT(0.5),
-                       PCT(0.9), PCT(0.99), n ? all[n - 1] : 0.0, conn_errors, bad);
+                       label ? label : "", cfg.method, cfg.path, cfg.conns, elapsed, done, (double) done / elapsed, PCT(0.5),
+                       PCT(0.9), PCT(0.99), maxlat, conn_errors, bad);
                 bool first = true;
                 for (int s = 0; s < 600; s++)
                         if (status[s]) {
@@ -405,9 +427,9 @@ int main(int argc, char **argv) {
                         }
                 printf("}}\n");
         } else {
-                printf("%-22s %-5s %-28s c=%-3u %8.1f req/s  p50 %8.3f  p90 %8.3f  p99 %8.3f  max %8.3f ms  n=%zu",
-                       label ? label : "", cfg.method, cfg.path, cfg.conns, (double) n / elapsed, PCT(0.5), PCT(0.9),
-                       PCT(0.99), n ? all[n - 1] : 0.0, n);
+                printf("%-22s %-5s %-28s c=%-3u %8.1f req/s  p50 %8.3f  p90 %8.3f  p99 %8.3f  max %8.3f ms  n=%" PRIu64,
+                       label ? label : "", cfg.method, cfg.path, cfg.conns, (double) done / elapsed, PCT(0.5), PCT(0.9),
+                       PCT(0.99), maxlat, done);
                 for (int s = 0; s < 600; s++)
                         if (status[s])
                                 printf("  %d:%" PRIu64, s, status[s]);
