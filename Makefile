@@ -175,7 +175,7 @@ MANDIR         ?= $(PREFIX)/share/man
 UNIT_FILES := units/rbee-hive.socket units/rbee-hive.service units/rbee-worker@.socket \
               units/rbee-worker@.service units/rbee.slice
 
-.PHONY: install-units deb check-e2e
+.PHONY: install-units install-cuda deb check-e2e
 install-units:
 	install -d $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
 		$(DESTDIR)$(POLKITRULESDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8
@@ -189,6 +189,21 @@ install-units:
 	install -m 0644 units/man/rbee-generate.1 units/man/rbee-bench.1 units/man/rbee-mkmodel.1 \
 		$(DESTDIR)$(MANDIR)/man1/
 	$(if $(wildcard keeper/rbee.1),install -m 0644 keeper/rbee.1 $(DESTDIR)$(MANDIR)/man1/)
+
+# The rbee-worker-cuda flavour, from a CUDA build (make BUILD=build-cuda CUDA=1
+# install-cuda): that build's worker as rbee-workerd-cuda, next to the CPU one,
+# and the drop-ins that make rbee-worker@.service run it with the NVIDIA
+# devices and let the hive see them (units/cuda/).
+install-cuda: $(BUILD)/rbee-workerd
+	@[ "$(CUDA)" = 1 ] || { echo "install-cuda needs a CUDA build (CUDA=1)" >&2; exit 1; }
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/rbee-worker@.service.d $(DESTDIR)$(SYSTEMDUNITDIR)/rbee-hive.service.d
+	install -m 0755 $(BUILD)/rbee-workerd $(DESTDIR)$(SBINDIR)/rbee-workerd-cuda
+	sed 's|/usr/sbin/|$(SBINDIR)/|g' units/cuda/rbee-worker-cuda.conf > \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/rbee-worker@.service.d/cuda.conf
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/rbee-worker@.service.d/cuda.conf
+	install -m 0644 units/cuda/rbee-hive-cuda.conf $(DESTDIR)$(SYSTEMDUNITDIR)/rbee-hive.service.d/cuda.conf
+	install -m 0644 units/man/rbee-workerd-cuda.8 $(DESTDIR)$(MANDIR)/man8/
 
 # Built from a copy of the tracked and new files, so that dpkg-buildpackage
 # neither writes next to the checkout nor sees build/.

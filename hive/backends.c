@@ -8,6 +8,7 @@
 
 #include "backends.h"
 #include "macros.h"
+#include "rbee-engine.h"
 #include "strutil.h"
 
 static void read_meminfo(struct hive_cpu_info *c) {
@@ -282,6 +283,9 @@ struct json_object *hive_backends_to_json(const struct hive_backends *b) {
         json_object_object_add(cuda, b->cuda_available ? "detected_by" : "reason",
                                json_object_new_string(b->cuda_reason));
         json_object_object_add(cuda, "devices", gpus);
+        json_object_object_add(cuda, "worker", b->cuda_workerd[0] ? json_object_new_string(b->cuda_workerd) : NULL);
+        if (!b->cuda_workerd[0] && b->cuda_worker_reason[0])
+                json_object_object_add(cuda, "worker_reason", json_object_new_string(b->cuda_worker_reason));
         json_object_array_add(list, cuda);
 
         json_object_object_add(metal, "name", json_object_new_string("metal"));
@@ -292,6 +296,30 @@ struct json_object *hive_backends_to_json(const struct hive_backends *b) {
 
         json_object_object_add(o, "backends", list);
         return o;
+}
+
+void hive_backends_find_cuda_worker(struct hive_backends *b, const char *workerd) {
+        char path[sizeof(b->cuda_workerd)];
+        int k;
+
+        b->cuda_workerd[0] = b->cuda_worker_reason[0] = 0;
+        if (!workerd || !*workerd) {
+                snprintf(b->cuda_worker_reason, sizeof(b->cuda_worker_reason), "no worker binary is configured");
+                return;
+        }
+        k = snprintf(path, sizeof(path), "%s-cuda", workerd);
+        if (k > 0 && (size_t) k < sizeof(path) && access(path, X_OK) == 0) {
+                memcpy(b->cuda_workerd, path, sizeof(path));
+                return;
+        }
+        /* none.c answers -EOPNOTSUPP: a build without CUDA. */
+        if (rbee_cuda_device_count() != -EOPNOTSUPP && strlen(workerd) < sizeof(b->cuda_workerd)) {
+                snprintf(b->cuda_workerd, sizeof(b->cuda_workerd), "%s", workerd);
+                return;
+        }
+        snprintf(b->cuda_worker_reason, sizeof(b->cuda_worker_reason),
+                 "no CUDA worker: %.120s-cuda is missing and this build has no CUDA (install rbee-worker-cuda)",
+                 workerd);
 }
 
 int hive_backends_check(const struct hive_backends *b, const char *backend, int device, uint64_t model_bytes,
@@ -326,8 +354,12 @@ int hive_backends_check(const struct hive_backends *b, const char *backend, int 
                                  (unsigned long long) (b->gpus[device].mem_free >> 20));
                         return -ENOMEM;
                 }
-                snprintf(err, errlen, "this hive has no CUDA worker (install rbee-worker-cuda); not falling back to CPU");
-                return -EOPNOTSUPP;
+                if (!b->cuda_workerd[0]) {
+                        snprintf(err, errlen, "%s; not falling back to the CPU",
+                                 b->cuda_worker_reason[0] ? b->cuda_worker_reason : "this hive has no CUDA worker");
+                        return -EOPNOTSUPP;
+                }
+                return 0;
         }
         if (streq(backend, "metal")) {
                 snprintf(err, errlen, "backend metal is only available on macOS");

@@ -34,11 +34,21 @@ struct hive_backends {
         char cuda_reason[256];          /* why not, or which library answered */
         unsigned n_gpus;
         struct hive_gpu_info gpus[HIVE_MAX_GPUS];
+        /* The worker binary that runs backend cuda (hive_backends_find_cuda_worker);
+         * empty: none, and cuda_worker_reason says why. */
+        char cuda_workerd[512];
+        char cuda_worker_reason[256];
 };
 
 /* Never fails for a missing GPU stack: that is reported in cuda_reason. */
 int hive_backends_detect(struct hive_backends *ret);
 struct json_object *hive_backends_to_json(const struct hive_backends *b);
+
+/* Which worker runs backend cuda: WORKERD-cuda when it exists (the package
+ * rbee-worker-cuda installs /usr/sbin/rbee-workerd-cuda next to the CPU
+ * worker), else WORKERD itself when this build has CUDA (the hive and the
+ * worker come from the same build tree). Kept in b for hive_backends_check. */
+void hive_backends_find_cuda_worker(struct hive_backends *b, const char *workerd);
 
 /* Can a model of model_bytes run on backend/device? 0, or -ENODEV (no such
  * backend or device), -EOPNOTSUPP (this hive has no worker for it), -ENOMEM

@@ -76,6 +76,9 @@ static int process_init(struct hive *h) {
         if (access(h->opt.workerd, X_OK) < 0)
                 return log_error_errno(errno, "Worker binary %s is not executable: %m (use --workerd)",
                                        h->opt.workerd);
+        hive_backends_find_cuda_worker(&h->backends, h->opt.workerd);
+        log_info("CUDA worker: %s", h->backends.cuda_workerd[0] ? h->backends.cuda_workerd
+                                                                : h->backends.cuda_worker_reason);
         return 0;
 }
 
@@ -98,7 +101,9 @@ static void fmt_uint(char *buf, size_t n, unsigned v) {
 static bool env_is_ours(const char *e) {
         static const char *const drop[] = { "LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES=", "NOTIFY_SOCKET=",
                                             "WATCHDOG_USEC=", "WATCHDOG_PID=", "JOURNAL_STREAM=", "RBEE_API_KEY=",
-                                            "RBEE_STATE_DIRECTORY=", "INVOCATION_ID=" };
+                                            "RBEE_STATE_DIRECTORY=", "INVOCATION_ID=",
+                                            /* the hive's download credential; a worker never needs it */
+                                            "HF_TOKEN=" };
 
         for (size_t i = 0; i < ELEMENTSOF(drop); i++)
                 if (str_startswith(e, drop[i]))
@@ -108,11 +113,11 @@ static bool env_is_ours(const char *e) {
 
 static int process_start(struct hive *h, struct hive_worker *w) {
         _cleanup_(closep) int listen_fd = -EBADF, log_fd = -EBADF, null_fd = -EBADF;
-        _cleanup_(freep) char *notify_env = NULL, *state_env = NULL, *queue = NULL, *threads = NULL;
+        _cleanup_(freep) char *notify_env = NULL, *state_env = NULL, *queue = NULL, *threads = NULL, *device = NULL;
         _cleanup_(freep) const char **envp = NULL;
         struct listen_address a;
         char listen_pid[32] = "LISTEN_PID=";
-        const char *argv[16];
+        const char *argv[16], *workerd = h->opt.workerd;
         size_t n_env = 0, n = 0;
         int pid, pidfd, r;
 
@@ -156,7 +161,23 @@ static int process_start(struct hive *h, struct hive_worker *w) {
         envp[n_env++] = state_env;
         envp[n_env] = NULL;
 
-        argv[n++] = h->opt.workerd;
+        /* The placement is always explicit: without --device the worker would
+         * follow the catalog row, and the request may have asked otherwise. */
+        if (w->backend && streq(w->backend, "cuda")) {
+                if (!h->backends.cuda_workerd[0]) {
+                        pthread_mutex_lock(&h->lock);
+                        hive_worker_set_failed_locked(h, w, "%s", h->backends.cuda_worker_reason);
+                        pthread_mutex_unlock(&h->lock);
+                        return -EOPNOTSUPP;
+                }
+                workerd = h->backends.cuda_workerd;
+                if (asprintf(&device, "%d", w->device) < 0)
+                        return -ENOMEM;
+        } else if (!(device = strdup("cpu")))
+                return -ENOMEM;
+        argv[n++] = workerd;
+        argv[n++] = "--device";
+        argv[n++] = device;
         argv[n++] = "--model-id";
         argv[n++] = w->model;
         argv[n++] = "--catalog";
@@ -174,7 +195,8 @@ static int process_start(struct hive *h, struct hive_worker *w) {
 
         {
                 char hdr[512];
-                int k = snprintf(hdr, sizeof(hdr), "---- rbee-hive: starting %s for %s ----\n", h->opt.workerd, w->model);
+                int k = snprintf(hdr, sizeof(hdr), "---- rbee-hive: starting %s --device %s for %s ----\n", workerd,
+                                 device, w->model);
                 if (k > 0)
                         (void) !write(log_fd, hdr, (size_t) MIN(k, (int) sizeof(hdr) - 1));
         }

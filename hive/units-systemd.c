@@ -6,12 +6,21 @@
  * ActiveState/SubState/StatusText; refresh lists rbee-worker@* and adopts
  * what runs, reports and reaps what failed (ResetFailedUnit), and drops
  * entries whose unit is gone. Each call opens its own bus connection, so any
- * thread may call in (sd-bus objects are not thread-safe). */
+ * thread may call in (sd-bus objects are not thread-safe).
+ *
+ * Placement: a worker follows its catalog row (backend cuda, device N) by
+ * itself, which covers `systemctl start` by hand. A start on another
+ * placement (a request's backend/device) writes <workers_dir>/<id>.env,
+ * RBEE_WORKER_ARGS=--device N|cpu, which the rbee-worker-cuda drop-in reads
+ * (EnvironmentFile=); it goes when the worker is reaped. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include "hive.h"
 #include "logging.h"
@@ -46,7 +55,86 @@ static int systemd_init(struct hive *h) {
                 log_debug("rbee-worker@.service is not installed: %s", e.message ? e.message : strerror(-r));
                 return -ENOENT;
         }
+        /* rbee-worker-cuda installs <workerd>-cuda and the drop-in that runs it. */
+        hive_backends_find_cuda_worker(&h->backends, h->opt.workerd);
+        log_info("CUDA worker: %s", h->backends.cuda_workerd[0] ? h->backends.cuda_workerd
+                                                                : h->backends.cuda_worker_reason);
         return 0;
+}
+
+static int env_path(struct hive *h, const char *model, char **ret) {
+        return asprintf(ret, "%s/%s.env", h->workers_dir, model) < 0 ? -ENOMEM : 0;
+}
+
+/* Lock held. The placement of w as the catalog row gives it: cuda N, or cpu. */
+static bool placement_is_catalog_locked(struct hive *h, const struct hive_worker *w) {
+        _cleanup_(hive_model_freep) struct hive_model *m = NULL;
+        const char *backend = w->backend ? w->backend : "cpu";
+
+        if (hive_catalog_get(h->catalog, w->model, &m) < 0)
+                return false;
+        if (!streq(backend, m->backend ? m->backend : "cpu"))
+                return false;
+        return !streq(backend, "cuda") || m->device == w->device;
+}
+
+/* Lock held: writes <id>.env for a placement other than the catalog row's,
+ * removes a stale one otherwise. */
+static int write_placement_locked(struct hive *h, const struct hive_worker *w) {
+        _cleanup_(freep) char *path = NULL, *tmp = NULL;
+        _cleanup_(closep) int fd = -EBADF;
+        char line[64];
+        int k, r;
+
+        r = env_path(h, w->model, &path);
+        if (r < 0)
+                return r;
+        if (placement_is_catalog_locked(h, w)) {
+                if (unlink(path) < 0 && errno != ENOENT)
+                        return -errno;
+                return 0;
+        }
+        if (w->backend && streq(w->backend, "cuda"))
+                k = snprintf(line, sizeof(line), "RBEE_WORKER_ARGS=--device %d\n", w->device);
+        else
+                k = snprintf(line, sizeof(line), "RBEE_WORKER_ARGS=--device cpu\n");
+        if (asprintf(&tmp, "%s.tmp", path) < 0)
+                return -ENOMEM;
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return -errno;
+        if (write(fd, line, (size_t) k) != k || fsync(fd) < 0 || rename(tmp, path) < 0) {
+                r = -errno;
+                (void) unlink(tmp);
+                return r;
+        }
+        return 0;
+}
+
+/* Lock held: what an adopted unit runs on, from <id>.env, else the catalog row. */
+static void read_placement_locked(struct hive *h, struct hive_worker *w) {
+        _cleanup_(hive_model_freep) struct hive_model *m = NULL;
+        _cleanup_(freep) char *path = NULL;
+        _cleanup_(fclosep) FILE *f = NULL;
+        char line[128];
+        int dev;
+
+        free(w->backend);
+        w->backend = NULL;
+        w->device = 0;
+        if (env_path(h, w->model, &path) >= 0 && (f = fopen(path, "re")) && fgets(line, sizeof(line), f)) {
+                if (sscanf(line, "RBEE_WORKER_ARGS=--device %d", &dev) == 1 && dev >= 0 && dev <= 1023) {
+                        w->backend = strdup("cuda");
+                        w->device = dev;
+                } else
+                        w->backend = strdup("cpu");
+                return;
+        }
+        if (hive_catalog_get(h->catalog, w->model, &m) >= 0 && m->backend && streq(m->backend, "cuda")) {
+                w->backend = strdup("cuda");
+                w->device = m->device;
+        } else
+                w->backend = strdup("cpu");
 }
 
 static void systemd_done(struct hive *h) {
@@ -165,6 +253,14 @@ static int systemd_start(struct hive *h, struct hive_worker *w) {
         const char *p;
         int r;
 
+        pthread_mutex_lock(&h->lock);
+        r = write_placement_locked(h, w);
+        if (r < 0)
+                hive_worker_set_failed_locked(h, w, "cannot write the placement of %s to %s: %s", w->unit,
+                                              h->workers_dir, strerror(-r));
+        pthread_mutex_unlock(&h->lock);
+        if (r < 0)
+                return r;
         r = sd_bus_open_system(&bus);
         if (r < 0)
                 return r;
@@ -242,7 +338,14 @@ static int systemd_stop(struct hive *h, struct hive_worker *w) {
 
 static int systemd_reap(struct hive *h, struct hive_worker *w) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(freep) char *env = NULL;
         int r;
+
+        /* A new worker for the same model may already own its placement file. */
+        pthread_mutex_lock(&h->lock);
+        if (!hive_worker_find(h, w->model) && env_path(h, w->model, &env) >= 0)
+                (void) unlink(env);
+        pthread_mutex_unlock(&h->lock);
 
         r = sd_bus_open_system(&bus);
         if (r < 0)
@@ -326,8 +429,9 @@ static int systemd_refresh(struct hive *h, bool initial) {
                         w->state = HIVE_WORKER_STARTING;
                         w->start_usec = w->last_used_usec = hive_now_usec();
                         w->started_at = hive_wall_sec();
-                        w->backend = strdup("cpu");
-                        log_info("Adopted unit %s (%s/%s)", name, active, sub);
+                        read_placement_locked(h, w);
+                        log_info("Adopted unit %s (%s/%s) on %s %d", name, active, sub,
+                                 w->backend ? w->backend : "cpu", w->device);
                 }
                 if (w)
                         apply_state(h, w, &s);

@@ -6,11 +6,13 @@
 
 #include <sqlite3.h>
 
+#include "../hive/backends.h"
 #include "../hive/catalog.h"
 #include "harness.h"
 #include "hive/htest.h"
 #include "../hive/sha256.h"
 #include "../hive/util.h"
+#include "rbee-engine.h"
 
 TEST(sha256_vectors) {
         struct hive_sha256 s;
@@ -560,4 +562,139 @@ TEST_TIMEOUT(admission_control_and_cancel, 40) {
         free(url);
         free(del);
         ht_stop(&h);
+}
+
+/* Backend cuda, decided without a GPU: what the machine lacks comes first,
+ * then the device, the VRAM, and last whether a CUDA worker exists. */
+TEST(backends_cuda_checks) {
+        struct hive_backends b = {};
+        char err[512], *dir, *cuda;
+
+        snprintf(b.cuda_reason, sizeof(b.cuda_reason), "no driver here");
+        ASSERT_ERR(hive_backends_check(&b, "cuda", 0, 0, err, sizeof(err)), -ENODEV);
+        ASSERT_CONTAINS(err, "not available on this machine: no driver here");
+        b.cuda_available = true;
+        b.n_gpus = 1;
+        b.gpus[0].mem_free = 1ull << 30;
+        ASSERT_ERR(hive_backends_check(&b, "cuda", 1, 0, err, sizeof(err)), -ENODEV);
+        ASSERT_CONTAINS(err, "no CUDA device 1");
+        ASSERT_ERR(hive_backends_check(&b, "cuda", 0, 2ull << 30, err, sizeof(err)), -ENOMEM);
+        ASSERT_CONTAINS(err, "not enough VRAM");
+        snprintf(b.cuda_worker_reason, sizeof(b.cuda_worker_reason), "no CUDA worker: test");
+        ASSERT_ERR(hive_backends_check(&b, "cuda", 0, 1 << 20, err, sizeof(err)), -EOPNOTSUPP);
+        ASSERT_CONTAINS(err, "no CUDA worker: test; not falling back to the CPU");
+
+        /* <workerd>-cuda (the package's /usr/sbin/rbee-workerd-cuda) wins. */
+        dir = wt_strdup_printf("%s/cudaw", harness_tmpdir());
+        ASSERT_EQ(mkdir(dir, 0755), 0);
+        cuda = wt_strdup_printf("%s/rbee-workerd-cuda", dir);
+        hive_backends_find_cuda_worker(&b, wt_strdup_printf("%s/rbee-workerd", dir));
+        if (rbee_cuda_device_count() == -EOPNOTSUPP) {
+                ASSERT_STREQ(b.cuda_workerd, "");
+                ASSERT_CONTAINS(b.cuda_worker_reason, "rbee-workerd-cuda is missing");
+        } else
+                /* A CUDA build: the worker of the same build runs CUDA. */
+                ASSERT_STREQ(b.cuda_workerd, wt_strdup_printf("%s/rbee-workerd", dir));
+        FILE *f = fopen(cuda, "we");
+        ASSERT_NOT_NULL(f);
+        fclose(f);
+        ASSERT_EQ(chmod(cuda, 0755), 0);
+        hive_backends_find_cuda_worker(&b, wt_strdup_printf("%s/rbee-workerd", dir));
+        ASSERT_STREQ(b.cuda_workerd, cuda);
+        ASSERT_OK(hive_backends_check(&b, "cuda", 0, 1 << 20, err, sizeof(err)));
+        struct json_object *o = hive_backends_to_json(&b);
+        ASSERT_NOT_NULL(o);
+        ASSERT_STREQ(wt_jstr(o, "backends.1.worker"), cuda);
+        ASSERT_STREQ(wt_jstr(o, "backends.1.devices.0.compute_capability"), "0.0");
+        json_object_put(o);
+        unlink(cuda);
+}
+
+/* On a machine without an NVIDIA driver every way of asking for CUDA is a
+ * 400 backend_unavailable with the reason, and no worker starts. */
+TEST_TIMEOUT(daemon_cuda_without_gpu_is_refused_with_reason, 30) {
+        struct ht_hive h;
+        struct wt_response r;
+        char *p;
+
+        ht_start(&h, NULL, (const char *[]) { "--stop-workers-on-exit", NULL }, NULL);
+        ht_call(&h, "GET", "/v1/backends", NULL, &r);
+        ASSERT_STATUS(r, 200);
+        ASSERT_STREQ(wt_jstr(r.json, "backends.1.name"), "cuda");
+        if (json_object_get_boolean(wt_jget(r.json, "backends.1.available"))) {
+                wt_response_done(&r);
+                ht_stop(&h);
+                SKIP("this machine has a CUDA device: the refusal needs one without");
+        }
+        ASSERT_NOT_NULL(wt_jstr(r.json, "backends.1.reason"));
+        ASSERT_EQ(json_object_array_length(wt_jget(r.json, "backends.1.devices")), 0);
+        /* The key is always there: the worker binary, or null with worker_reason. */
+        ASSERT_TRUE(json_object_object_get_ex(wt_jget(r.json, "backends.1"), "worker", NULL));
+        wt_response_done(&r);
+
+        p = wt_strdup_printf("{\"id\":\"gpu\",\"path\":\"%s\",\"backend\":\"cuda\",\"device\":0}", ht_model());
+        ht_call(&h, "POST", "/v1/models", p, &r);
+        ASSERT_STATUS(r, 400);
+        ASSERT_STREQ(wt_jstr(r.json, "error.code"), "backend_unavailable");
+        ASSERT_CONTAINS(wt_jstr(r.json, "error.message"), "backend cuda is not available on this machine");
+        wt_response_done(&r);
+        free(p);
+
+        ht_register(&h, "stories", ht_model());
+        static const char *const asks[][2] = {
+                { "/v1/inference", "{\"model\":\"stories\",\"prompt\":\"x\",\"backend\":\"cuda\",\"device\":1,\"stream\":false}" },
+                { "/v1/workers", "{\"model\":\"stories\",\"backend\":\"cuda\",\"device\":0}" },
+                { "/v1/chat/completions", "{\"model\":\"stories\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"backend\":\"cuda\"}" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(asks); i++) {
+                ht_call(&h, "POST", asks[i][0], asks[i][1], &r);
+                ASSERT_STATUS(r, 400);
+                ASSERT_STREQ(wt_jstr(r.json, "error.code"), "backend_unavailable");
+                ASSERT_CONTAINS(wt_jstr(r.json, "error.message"), "backend cuda is not available on this machine");
+                wt_response_done(&r);
+        }
+        ht_call(&h, "GET", "/v1/workers", NULL, &r);
+        ASSERT_STATUS(r, 200);
+        ASSERT_EQ(json_object_array_length(wt_jget(r.json, "workers")), 0);
+        wt_response_done(&r);
+        ht_stop(&h);
+}
+
+/* `systemctl start rbee-worker@ID` passes no --device: the worker follows the
+ * catalog row. A row on cuda must not quietly run on the CPU here. */
+TEST_TIMEOUT(worker_follows_the_catalog_placement, 30) {
+        char *db = wt_strdup_printf("%s/placed.db", harness_tmpdir());
+        struct hive_catalog *c = NULL;
+        struct hive_model m = {};
+        struct wt_response r;
+        char *recovered = NULL, err[512];
+
+        if (rbee_cuda_device_count() > 0)
+                SKIP("this machine has a CUDA device: a cuda row would run");
+        ASSERT_OK(hive_catalog_open(db, &c, &recovered, err, sizeof(err)));
+        ASSERT_OK(hive_model_inspect(ht_model(), &m, err, sizeof(err)));
+        m.id = (char *) "gpu";
+        m.local_path = (char *) ht_model();
+        m.source = (char *) "file:///x";
+        m.backend = (char *) "cuda";
+        m.device = 0;
+        ASSERT_OK(hive_catalog_add(c, &m));
+        hive_catalog_free(c);
+
+        /* The row decides: cuda device 0, which this machine lacks. */
+        struct wt_worker w;
+        struct wt_opts o = { .args = (const char *[]) { "--model-id", "gpu", "--catalog", db, "--threads", "1", NULL },
+                             .no_wait = true };
+        wt_spawn(&w, &o);
+        ASSERT_GE(wt_wait_exit(&w, 20000 * wt_slow()), 0);
+        ASSERT_TRUE(WIFEXITED(w.status) && WEXITSTATUS(w.status) != 0);
+        ASSERT_CONTAINS(wt_read_log(&w), "CUDA");
+        /* --device cpu (what the hive passes for a request on the CPU) overrides it. */
+        o.args = (const char *[]) { "--model-id", "gpu", "--catalog", db, "--threads", "1", "--device", "cpu", NULL };
+        o.no_wait = false;
+        wt_spawn(&w, &o);
+        wt_call(&w, "GET", "/v1/ready", NULL, &r);
+        ASSERT_STATUS(r, 200);
+        wt_response_done(&r);
+        wt_stop_clean(&w);
 }

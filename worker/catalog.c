@@ -7,6 +7,7 @@
 
 #include "catalog.h"
 #include "macros.h"
+#include "strutil.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3 *, sqlite3_close_v2)
 DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize)
@@ -21,7 +22,7 @@ int worker_catalog_default_path(char **ret) {
         return 0;
 }
 
-int worker_catalog_lookup(const char *db_path, const char *id, char **ret_path, char *err, size_t errlen) {
+static int lookup(const char *db_path, const char *id, char **ret_path, int *ret_device, char *err, size_t errlen) {
         _cleanup_(sqlite3_close_v2p) sqlite3 *db = NULL;
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
         const unsigned char *p;
@@ -41,7 +42,15 @@ int worker_catalog_lookup(const char *db_path, const char *id, char **ret_path, 
                 return -EIO;
         }
         (void) sqlite3_busy_timeout(db, 5000);
-        r = sqlite3_prepare_v2(db, "SELECT local_path FROM models WHERE id = ?1", -1, &st, NULL);
+        r = SQLITE_ERROR;
+        if (ret_device)
+                r = sqlite3_prepare_v2(db, "SELECT local_path, backend, device FROM models WHERE id = ?1", -1, &st,
+                                       NULL);
+        /* A catalog from before backends: everything runs on the CPU. */
+        if (r != SQLITE_OK) {
+                ret_device = NULL;
+                r = sqlite3_prepare_v2(db, "SELECT local_path FROM models WHERE id = ?1", -1, &st, NULL);
+        }
         if (r != SQLITE_OK) {
                 snprintf(err, errlen, "%s is not a model catalog this worker can read: %s", db_path,
                          sqlite3_errmsg(db));
@@ -65,9 +74,30 @@ int worker_catalog_lookup(const char *db_path, const char *id, char **ret_path, 
                 snprintf(err, errlen, "model '%s' has no local path in the catalog", id);
                 return -EBADMSG;
         }
+        if (ret_device) {
+                const unsigned char *b = sqlite3_column_text(st, 1);
+                int dev = sqlite3_column_int(st, 2);
+                if (b && streq((const char *) b, "cuda") && dev >= 0 && dev <= 1023)
+                        *ret_device = dev;
+                else if (b && !streq((const char *) b, "cpu")) {
+                        snprintf(err, errlen, "model '%s' is placed on backend '%s' device %d, which this worker "
+                                 "cannot run", id, (const char *) b, dev);
+                        return -EOPNOTSUPP;
+                }
+        }
         path = strdup((const char *) p);
         if (!path)
                 return -ENOMEM;
         *ret_path = path;
         return 0;
+}
+
+int worker_catalog_lookup(const char *db_path, const char *id, char **ret_path, char *err, size_t errlen) {
+        return lookup(db_path, id, ret_path, NULL, err, errlen);
+}
+
+int worker_catalog_lookup_placement(const char *db_path, const char *id, char **ret_path, int *ret_device, char *err,
+                                    size_t errlen) {
+        *ret_device = -1;
+        return lookup(db_path, id, ret_path, ret_device, err, errlen);
 }

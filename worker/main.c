@@ -126,7 +126,7 @@ static bool looks_like_file(const char *s) {
         return strchr(s, '/') || str_endswith(s, ".gguf");
 }
 
-static int resolve_model(const struct worker_options *o, char **ret_path, char **ret_name) {
+static int resolve_model(struct worker_options *o, char **ret_path, char **ret_name) {
         _cleanup_(freep) char *path = NULL, *name = NULL, *db = NULL;
         const char *id = o->model_id;
         char err[512];
@@ -150,13 +150,17 @@ static int resolve_model(const struct worker_options *o, char **ret_path, char *
                         db = NULL;
                 if (!db)
                         return -ENOMEM;
-                r = worker_catalog_lookup(db, id, &path, err, sizeof(err));
+                int device = -1;
+                r = worker_catalog_lookup_placement(db, id, &path, &device, err, sizeof(err));
                 if (r < 0)
                         return fatal(r, "Cannot resolve model '%s': %s", id, err);
                 name = strdup(id);
                 if (!name)
                         return -ENOMEM;
                 log_info("Model '%s' resolved through %s to %s", id, db, path);
+                /* Without --device, the catalog row places the model (systemctl start by hand). */
+                if (o->device == -2)
+                        o->device = device;
         }
         if (o->name) {
                 free(name);

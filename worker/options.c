@@ -25,7 +25,8 @@ static void help(void) {
                "  -t, --threads N           threads for inference (default: all CPUs)\n"
                "  -c, --ctx-size N          context size in tokens (default: the model's, at most 4096)\n"
                "  -b, --batch-size N        prompt tokens per forward pass (default 512)\n"
-               "      --device N            run on CUDA device N (default: the CPU)\n"
+               "      --device N|cpu        run on CUDA device N, or on the CPU (default: what the\n"
+               "                            model's catalog row says, else the CPU)\n"
                "      --chat-format NAME    chat template to use instead of the model's (chatml, llama3, ...)\n"
                "      --parallel N          requests decoded at once, batched (default 4, fewer when\n"
                "                            their KV caches would not fit in half the RAM)\n"
@@ -100,7 +101,7 @@ int worker_options_parse(int argc, char **argv, struct worker_options *ret) {
                 .max_body = 8u << 20,
                 .shutdown_timeout_usec = 5000000,
                 .log_level = LOG_INFO,
-                .device = -1,
+                .device = -2,
         };
         const char *env;
         int64_t v;
@@ -153,8 +154,10 @@ int worker_options_parse(int argc, char **argv, struct worker_options *ret) {
                                 o.batch_size = (uint32_t) v;
                         break;
                 case ARG_DEVICE:
-                        if (parse_int64(optarg, 0, 1023, &v) < 0)
-                                r = bad("--device", optarg, "a CUDA device index, 0-1023");
+                        if (streq(optarg, "cpu"))
+                                o.device = -1;
+                        else if (parse_int64(optarg, 0, 1023, &v) < 0)
+                                r = bad("--device", optarg, "a CUDA device index 0-1023, or cpu");
                         else
                                 o.device = (int) v;
                         break;

@@ -17,7 +17,8 @@ struct worker_options {
         int threads;
         uint32_t ctx_size;
         uint32_t batch_size;
-        int device;                     /* --device: CUDA device, -1: the CPU */
+        int device;                     /* --device: CUDA device, -1: the CPU (--device cpu),
+                                         * -2: not given (the catalog row's, else the CPU) */
         unsigned parallel;              /* --parallel: 0 for the default */
         unsigned max_queue;
         unsigned max_connections;

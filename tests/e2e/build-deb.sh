@@ -5,10 +5,16 @@
 # `dpkg-buildpackage -us -uc -b`, then run lintian on the result.
 # The .debs, .buildinfo, .changes and lintian.log end up in OUTDIR.
 #   DEB_BUILD_OPTIONS   passed through (default: nocheck parallel=<nproc>)
+#   DEB_BUILD_PROFILES  passed through; pkg.rbee.cuda adds rbee-worker-cuda (needs
+#                       nvcc: $NVCC, /usr/local/cuda/bin/nvcc or nvidia-cuda-toolkit)
 #   RBEE_LINTIAN=0      skip lintian
 set -euo pipefail
 
 out=${1:?usage: build-deb.sh OUTDIR}
+# From `make BUILD=... deb`: the caller's make variables (in MAKEFLAGS and the
+# environment) must not reach the package build, whose `make clean` would
+# remove that BUILD, OUTDIR included. NVCC stays: debian/rules reads it.
+unset MAKEFLAGS MFLAGS MAKEOVERRIDES MAKELEVEL BUILD CUDA
 top=$(cd "$(dirname "$0")/../.." && pwd)
 export DEB_BUILD_OPTIONS=${DEB_BUILD_OPTIONS:-nocheck parallel=$(nproc)}
 
@@ -30,8 +36,20 @@ else
 fi
 rm -rf "$src/build" "$src/tests/worker/node_modules"
 
-echo "build-deb: dpkg-buildpackage in $src (DEB_BUILD_OPTIONS=$DEB_BUILD_OPTIONS)"
-(cd "$src" && dpkg-buildpackage -us -uc -b) > "$out/build.log" 2>&1 || {
+# An nvcc outside Debian's packages (NVIDIA's /usr/local/cuda) does not
+# satisfy the Build-Depends nvidia-cuda-toolkit <pkg.rbee.cuda>: then the
+# build dependencies are not checked (-d); debian/rules still fails without nvcc.
+dpkg_args=(-us -uc -b)
+case " ${DEB_BUILD_PROFILES:-} " in
+*" pkg.rbee.cuda "*)
+        if ! dpkg-query -W -f='${Status}' nvidia-cuda-toolkit 2>/dev/null | grep -q "ok installed"; then
+                echo "build-deb: nvidia-cuda-toolkit is not installed; building with ${NVCC:-/usr/local/cuda/bin/nvcc} (-d)"
+                dpkg_args+=(-d)
+        fi
+        ;;
+esac
+echo "build-deb: dpkg-buildpackage ${dpkg_args[*]} in $src (DEB_BUILD_OPTIONS=$DEB_BUILD_OPTIONS DEB_BUILD_PROFILES=${DEB_BUILD_PROFILES:-})"
+(cd "$src" && dpkg-buildpackage "${dpkg_args[@]}") > "$out/build.log" 2>&1 || {
         tail -40 "$out/build.log" >&2
         echo "build-deb: dpkg-buildpackage failed (log: $out/build.log)" >&2
         exit 1
