@@ -24,6 +24,7 @@
 #   RBEE_E2E_MODEL   GGUF model to serve (default ../shared/models/stories260K.gguf
 #                    next to the checkout; else one written by rbee-mkmodel --shape tiny)
 #   RBEE_E2E_MIRROR  Debian mirror for debootstrap (default: this machine's apt source)
+#   RBEE_E2E=0       skip the whole run (the package build's own `make check` sets it)
 #   RBEE_E2E_NO_APT=1  do not apt-get install missing host tools (skip instead)
 #   RBEE_E2E_KEEP=1  leave the container running at the end (stop it with
 #                    `tests/e2e/run.sh stop NAME`) for a post-mortem
@@ -689,9 +690,13 @@ boot_with_packages() {
 }
 
 main() {
+        [ "${RBEE_E2E:-1}" != 0 ] || skip_all "RBEE_E2E=0"
         [ "$(uname -s)" = Linux ] || skip_all "not Linux"
         [ "$(id -u)" = 0 ] || skip_all "not root (booting systemd in a container needs root)"
         mkdir -p "$BASE" "$STATE" "$CACHE"
+        # One run at a time on a machine: reap_stale stops any other run's container.
+        exec 9>"$BASE/lock"
+        flock 9
         need_tools
         detect_cgroups
         reap_stale
