@@ -210,6 +210,9 @@ struct hive_acquire {
         void *userdata;
         const volatile int *cancel;
         bool no_admission;              /* spawn requests: do not count as a request */
+        int client_fd;                  /* > 0: while the worker's answer is awaited, a hang-up
+                                         * of this client gives up (-ECANCELED) and so frees the
+                                         * worker's slot; 0 (stdin, never a client): none */
 };
 
 /* Find or start the model's worker, wait until it is ready and attach to it
@@ -231,9 +234,10 @@ int hive_worker_check_placement_locked(struct hive *h, const struct hive_worker 
  * ready but cannot be reached (stopped behind the hive's back, crashed, its
  * socket gone) is re-checked, restarted and tried once more. *slot (may be
  * NULL) is published under the lock while the head is awaited, so that a
- * cancel can abort it. Errors as hive_worker_acquire(), and -ECONNREFUSED
- * when even the restarted worker could not be reached. On success the
- * caller owns *ret_conn and releases *ret with hive_worker_release(). */
+ * cancel can abort it; a->client_fd is watched meanwhile. Errors as
+ * hive_worker_acquire(), -ECONNREFUSED when even the restarted worker could
+ * not be reached, -ECANCELED when the client hung up. On success the caller
+ * owns *ret_conn and releases *ret with hive_worker_release(). */
 int hive_worker_request(struct hive *h, const struct hive_acquire *a, const char *method, const char *path,
                         const char *body, size_t len, struct hive_wconn **slot, struct hive_worker **ret,
                         bool *ret_started, struct hive_wconn **ret_conn, char *err, size_t errlen);

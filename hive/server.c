@@ -614,7 +614,11 @@ static ssize_t job_stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                         return MHD_CONTENT_READER_END_OF_STREAM;
                 }
                 if (h->stopping) {
-                        (void) hive_job_error_locked(h, j, "shutting_down", "the hive is shutting down");
+                        /* As shutdown_streams() in main.c says it: a download is only paused. */
+                        (void) hive_job_error_locked(h, j, "shutting_down", "%s",
+                                                     j->type == HIVE_JOB_DOWNLOAD
+                                                             ? "the hive is shutting down: the download resumes when it starts again"
+                                                             : "the hive is shutting down");
                         hive_job_cancel_locked(h, j);
                         hive_wconn_abort(j->conn);
                         continue;
@@ -952,11 +956,18 @@ static enum MHD_Result handle_proxy(struct request *rq, struct MHD_Connection *c
         }
         struct hive_acquire acq = {
                 .model = model, .backend = backend_copy, .device = (int) device, .keep_alive_s = keep,
+                .client_fd = client_fd(c),
         };
         body = json_to_string(o, &len);
         if (!body)
                 return MHD_NO;
         r = hive_worker_request(h, &acq, "POST", path, body, len, NULL, &w, NULL, &conn, err, sizeof(err));
+        if (r == -ECANCELED) {
+                /* Nobody to answer: just drop the connection. */
+                rq->responded = true;
+                rq->status = 499;
+                return MHD_NO;
+        }
         if (r < 0) {
                 hive_acquire_error(r, &st, &code);
                 return reply_error(rq, c, st == 499 ? 503 : st, code, "%s", err);

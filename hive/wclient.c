@@ -26,6 +26,7 @@ struct hive_wconn {
         uint64_t left;          /* of the body or the current chunk */
         bool in_chunk;
         bool done;
+        int watch_fd;           /* a client whose hang-up ends the wait, or negative */
 };
 
 static uint64_t now_ms(void) {
@@ -65,6 +66,7 @@ int hive_wconn_open(const char *socket_path, const char *method, const char *pat
         c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
+        c->watch_fd = -EBADF;
         c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (c->fd < 0)
                 return -errno;
@@ -89,9 +91,19 @@ int hive_wconn_open(const char *socket_path, const char *method, const char *pat
         return 0;
 }
 
-/* More bytes into buf: > 0, 0 at EOF, negative errno. */
+void hive_wconn_watch(struct hive_wconn *c, int fd) {
+        c->watch_fd = fd;
+}
+
+/* More bytes into buf: > 0, 0 at EOF, negative errno; -ECANCELED when the
+ * watched client hangs up first. */
 static ssize_t fill(struct hive_wconn *c, int timeout_ms) {
-        struct pollfd p = { .fd = c->fd, .events = POLLIN };
+        /* Only the hang-up of the client counts: bytes it sends (a pipelined
+         * request) are MHD's to read later. */
+        struct pollfd p[2] = {
+                { .fd = c->fd, .events = POLLIN },
+                { .fd = c->watch_fd, .events = POLLRDHUP },
+        };
         ssize_t k;
         int r;
 
@@ -103,13 +115,17 @@ static ssize_t fill(struct hive_wconn *c, int timeout_ms) {
         if (c->len == sizeof(c->buf))
                 return -EBADMSG;
         for (;;) {
-                r = poll(&p, 1, timeout_ms);
+                r = poll(p, c->watch_fd >= 0 ? 2 : 1, timeout_ms);
                 if (r < 0 && errno == EINTR)
                         continue;
                 if (r < 0)
                         return -errno;
                 if (r == 0)
                         return -ETIMEDOUT;
+                if (c->watch_fd >= 0 && (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)))
+                        return -ECANCELED;
+                if (!p[0].revents)
+                        continue;
                 k = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
                 if (k < 0 && errno == EINTR)
                         continue;

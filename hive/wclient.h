@@ -34,6 +34,10 @@ const char *hive_wconn_header(struct hive_wconn *c, const char *name);
 ssize_t hive_wconn_read(struct hive_wconn *c, void *buf, size_t n, int timeout_ms);
 /* Whole body into a NUL-terminated buffer (at most max bytes). */
 int hive_wconn_read_all(struct hive_wconn *c, size_t max, int timeout_ms, char **ret, size_t *ret_len);
+/* Until called again with a negative fd, the reads also watch fd (the client this
+ * request is for): when its peer hangs up they fail with -ECANCELED, so that
+ * a gone client stops waiting at once instead of when the worker answers. */
+void hive_wconn_watch(struct hive_wconn *c, int fd);
 void hive_wconn_abort(struct hive_wconn *c);
 struct hive_wconn *hive_wconn_free(struct hive_wconn *c);
 

@@ -575,9 +575,15 @@ int hive_worker_request(struct hive *h, const struct hive_acquire *a, const char
                         if (a->cancel && *a->cancel)
                                 hive_wconn_abort(c);
                         pthread_mutex_unlock(&h->lock);
+                        /* A blocking request gets its head only when the
+                         * generation ends: a client gone meanwhile must not
+                         * hold the slot that long. */
+                        if (a->client_fd > 0)
+                                hive_wconn_watch(c, a->client_fd);
                         r = hive_wconn_read_head(c, -1);
                         if (r >= 0 && worker_not_serving(c))
                                 r = -ESHUTDOWN;
+                        hive_wconn_watch(c, -EBADF);
                 }
                 if (r >= 0) {
                         *ret = w;
@@ -590,6 +596,15 @@ int hive_worker_request(struct hive *h, const struct hive_acquire *a, const char
                         pthread_mutex_lock(&h->lock);
                         *slot = NULL;
                         pthread_mutex_unlock(&h->lock);
+                }
+                if (r == -ECANCELED && a->client_fd > 0) {
+                        /* Closing the connection is what tells the worker to
+                         * cancel the job: before the slot is given back, so
+                         * that the next request finds the worker free. */
+                        c = hive_wconn_free(c);
+                        snprintf(err, errlen, "the client hung up before the worker answered");
+                        hive_worker_release(h, w, -2);
+                        return -ECANCELED;
                 }
                 bool cancelled = a->cancel && *a->cancel;
                 if (attempt == 0 && !cancelled && !h->stopping && worker_unreachable_error(r)) {

@@ -46,6 +46,22 @@ static void wait_active(struct ht_hive *h, const char *model, long long want, in
         }
 }
 
+/* The worker's own count of jobs cancelled because their client went away
+ * (for the worker, the hive is the client). */
+static long long worker_disconnected(const struct wt_worker *ww) {
+        struct wt_response r;
+        long long n = -1;
+        const char *p;
+
+        wt_call(ww, "GET", "/metrics", NULL, &r);
+        ASSERT_STATUS(r, 200);
+        p = strstr(r.body, "rbee_worker_jobs_total{outcome=\"disconnected\"} ");
+        if (p)
+                n = strtoll(strchr(p, '}') + 2, NULL, 10);
+        wt_response_done(&r);
+        return n;
+}
+
 static void next_request_works(struct ht_hive *h, int old_pid) {
         struct wt_response r;
 
@@ -181,6 +197,9 @@ TEST_TIMEOUT(client_disconnect_mid_stream_frees_worker, 60) {
         ht_call(&h, "POST", "/v1/workers", "{\"model\":\"stories\"}", &r);
         ASSERT_STATUS(r, 201);
         int pid = (int) wt_jint(r.json, "pid");
+        struct wt_worker ww = { 0 };
+        ASSERT_TRUE(wt_jstr(r.json, "socket") && strlen(wt_jstr(r.json, "socket")) < sizeof(ww.sock));
+        strcpy(ww.sock, wt_jstr(r.json, "socket"));
         wt_response_done(&r);
 
         /* Native SSE, then the OpenAI stream, then a blocking request: each
@@ -194,8 +213,13 @@ TEST_TIMEOUT(client_disconnect_mid_stream_frees_worker, 60) {
                   "{\"model\":\"stories\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":100,\"stream\":true}",
                   true },
                 { "/v1/inference", "{\"model\":\"stories\",\"prompt\":\"Once\",\"max_tokens\":100,\"stream\":false}", false },
+                { "/v1/chat/completions",
+                  "{\"model\":\"stories\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":100}",
+                  false },
         };
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                long long cancelled = worker_disconnected(&ww);
+                ASSERT_GE(cancelled, 0);
                 if (cases[i].sse) {
                         wt_stream_open(&h.conn, cases[i].path, cases[i].body, &s);
                         ASSERT_EQ(s.status, 200);
@@ -212,12 +236,22 @@ TEST_TIMEOUT(client_disconnect_mid_stream_frees_worker, 60) {
                         usleep(200000);
                         close(fd);
                 }
-                /* A stream is cancelled as soon as the hive's next write fails.
-                 * A blocking request is not watched while the worker runs it
-                 * (the hive only learns of the hang-up when it replies): its
-                 * slot comes back when the generation ends, 100 tokens at
-                 * 40 ms, never later. */
-                wait_active(&h, "stories", 0, (cases[i].sse ? 3000 : 8000) * wt_slow());
+                /* A stream is cancelled as soon as the hive's next write fails;
+                 * a blocking request as soon as the hive sees the hang-up
+                 * while it waits for the worker's answer. Either way long
+                 * before the generation would end (100 tokens at 40 ms). */
+                double t0 = wt_now_ms();
+                wait_active(&h, "stories", 0, (cases[i].sse ? 3000 : 1500) * wt_slow());
+                /* The worker too gave up the job, not only the hive its slot. */
+                while (worker_disconnected(&ww) != cancelled + 1) {
+                        if (wt_now_ms() > t0 + 1500 * wt_slow()) {
+                                ht_dump_log(&h);
+                                FAIL("case %zu: the worker did not cancel the job of the gone client", i);
+                        }
+                        usleep(20000);
+                }
+                fprintf(stderr, "  case %zu: hive slot and worker job gone %.0f ms after the hang-up\n", i,
+                        wt_now_ms() - t0);
                 ht_call(&h, "POST", "/v1/inference", "{\"model\":\"stories\",\"prompt\":\"x\",\"max_tokens\":2,\"stream\":false}", &r);
                 if (r.status != 200) {
                         ht_dump_log(&h);
