@@ -2,9 +2,9 @@
 #pragma once
 
 /* A fixed pool of worker threads for the forward pass. One rbee_pool_run()
- * per forward wakes the workers once; inside, the work function divides each
- * step among the threads and meets at rbee_pool_barrier() between steps, so
- * a token costs one wake-up, not one per matrix. */
+ * per forward wakes the workers once; inside, the threads share out the
+ * items of each step (rbee_pool_next() below), so a token costs one
+ * wake-up, not one per matrix. */
 
 #include <stdbool.h>
 
@@ -20,8 +20,21 @@ int rbee_pool_n_threads(const rbee_pool *p);
  * when all are done. */
 void rbee_pool_run(rbee_pool *p, rbee_pool_fn fn, void *arg);
 
-/* Waits until every thread of the current run has arrived. */
-void rbee_pool_barrier(rbee_pool *p);
+/* Work sharing without barriers. The work function of a run is a sequence
+ * of steps that every thread numbers alike (0, 1, 2, ..., fewer than 32768
+ * per run); step s is split into n items (1 <= n < 2^24, the same n in
+ * every thread). A thread takes items with rbee_pool_next() until it returns
+ * -1, and calls rbee_pool_wait(s) before it reads anything that step s
+ * wrote, and before it takes from step s + 1. A thread waits only for items
+ * that others hold, never for a thread that holds none: one that the
+ * scheduler puts aside between items delays nobody, the others take its
+ * share, and when it runs again it finds the steps it missed taken. */
+
+/* The index of an item of step s for thread ith to do, or -1 when none is
+ * left. Each call also marks the item the previous call returned finished. */
+long rbee_pool_next(rbee_pool *p, int ith, unsigned s, long n);
+/* Returns once every item of step s is finished. */
+void rbee_pool_wait(rbee_pool *p, unsigned s);
 
 /* Splits [0, n) into nth parts, rounded to multiples of align; thread ith gets [*b, *e). */
 void rbee_split(long n, int ith, int nth, long align, long *b, long *e);
