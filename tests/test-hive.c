@@ -493,8 +493,8 @@ TEST_TIMEOUT(admission_control_and_cancel, 40) {
         wt_response_done(&r);
 
         /* One running, one queued: the bound is 1 + 1. */
-        wt_stream_open(&h.conn, "/v1/inference", "{\"model\":\"stories\",\"prompt\":\"a\",\"max_tokens\":30}", &s1);
-        wt_stream_open(&h.conn, "/v1/inference", "{\"model\":\"stories\",\"prompt\":\"b\",\"max_tokens\":30}", &s2);
+        wt_stream_open(&h.conn, "/v1/inference", "{\"model\":\"stories\",\"prompt\":\"a\",\"max_tokens\":30,\"ignore_eos\":true}", &s1);
+        wt_stream_open(&h.conn, "/v1/inference", "{\"model\":\"stories\",\"prompt\":\"b\",\"max_tokens\":30,\"ignore_eos\":true}", &s2);
         ASSERT_EQ(s1.status, 200);
         ASSERT_EQ(s2.status, 200);
         /* Wait until both are attached. */
