@@ -152,6 +152,8 @@ TEST_TIMEOUT(hive_refuses_public_listener_without_key, 40) {
 TEST_TIMEOUT(worker_refuses_public_socket_and_wants_key_everywhere, 40) {
         struct sockaddr_in any = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY) };
         char *log = wt_strdup_printf("%s/w-refuse.log", harness_tmpdir());
+        /* Resolved before the fork: without the shared model the test skips here. */
+        const char *model = ht_model();
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         pid_t pid;
 
@@ -174,7 +176,7 @@ TEST_TIMEOUT(worker_refuses_public_socket_and_wants_key_everywhere, 40) {
                 unsetenv("RBEE_API_KEY");
                 unsetenv("CREDENTIALS_DIRECTORY");
                 unsetenv("NOTIFY_SOCKET");
-                execl(wt_workerd(), wt_workerd(), "--model", ht_model(), "--threads", "1", (char *) NULL);
+                execl(wt_workerd(), wt_workerd(), "--model", model, "--threads", "1", (char *) NULL);
                 _exit(127);
         }
         close(fd);
