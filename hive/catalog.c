@@ -402,11 +402,13 @@ int hive_catalog_list(struct hive_catalog *c, struct hive_model ***ret, size_t *
         return 0;
 }
 
-int hive_catalog_remove(struct hive_catalog *c, const char *id) {
+/* One row by id, from a statement whose only parameter is the id; -ENOENT
+ * when there was none. */
+static int delete_by_id(struct hive_catalog *c, const char *sql, const char *id) {
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
         int rc;
 
-        rc = sqlite3_prepare_v2(c->db, "DELETE FROM models WHERE id = ?1", -1, &st, NULL);
+        rc = sqlite3_prepare_v2(c->db, sql, -1, &st, NULL);
         if (rc != SQLITE_OK)
                 return sql_errno(c->db, rc);
         bind_text(st, 1, id);
@@ -414,6 +416,10 @@ int hive_catalog_remove(struct hive_catalog *c, const char *id) {
         if (rc != SQLITE_DONE)
                 return sql_errno(c->db, rc);
         return sqlite3_changes(c->db) > 0 ? 0 : -ENOENT;
+}
+
+int hive_catalog_remove(struct hive_catalog *c, const char *id) {
+        return delete_by_id(c, "DELETE FROM models WHERE id = ?1", id);
 }
 
 int hive_catalog_set_sha256(struct hive_catalog *c, const char *id, const char *sha256) {
@@ -529,17 +535,7 @@ int hive_catalog_download_begin(struct hive_catalog *c, const char *id, const ch
 }
 
 int hive_catalog_download_end(struct hive_catalog *c, const char *id) {
-        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
-        int rc;
-
-        rc = sqlite3_prepare_v2(c->db, "DELETE FROM downloads WHERE id = ?1", -1, &st, NULL);
-        if (rc != SQLITE_OK)
-                return sql_errno(c->db, rc);
-        bind_text(st, 1, id);
-        rc = sqlite3_step(st);
-        if (rc != SQLITE_DONE)
-                return sql_errno(c->db, rc);
-        return sqlite3_changes(c->db) > 0 ? 0 : -ENOENT;
+        return delete_by_id(c, "DELETE FROM downloads WHERE id = ?1", id);
 }
 
 void hive_catalog_download_listp(struct hive_catalog_download **l) {
