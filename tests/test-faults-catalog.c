@@ -34,21 +34,6 @@ static void unlock_catalog(sqlite3 *s) {
         sqlite3_close(s);
 }
 
-static unsigned count_files(const char *state, const char *suffix) {
-        char *dir = wt_strdup_printf("%s/models", state);
-        DIR *d = opendir(dir);
-        struct dirent *de;
-        unsigned n = 0;
-
-        ASSERT_NOT_NULL(d);
-        while ((de = readdir(d)))
-                if (de->d_name[0] != '.' && str_endswith(de->d_name, suffix))
-                        n++;
-        closedir(d);
-        free(dir);
-        return n;
-}
-
 TEST_TIMEOUT(sqlite_busy_register_and_delete, 60) {
         struct ht_hive h;
         struct wt_response r;
@@ -143,7 +128,7 @@ TEST_TIMEOUT(sqlite_busy_when_a_download_finishes, 90) {
                 /* The file is in and verified; only the catalog row waits. */
                 if (streq(ev, "retry") && strstr(data, "catalog is locked") && !saw_wait) {
                         saw_wait = true;
-                        ASSERT_EQ(count_files(h.state, ".gguf"), 1);
+                        ASSERT_EQ(ht_count_model_files(h.state, ".gguf"), 1);
                         unlock_catalog(db);
                 }
                 if (streq(ev, "end") || streq(ev, "error")) {
@@ -159,7 +144,7 @@ TEST_TIMEOUT(sqlite_busy_when_a_download_finishes, 90) {
         ASSERT_STATUS(r, 200);
         ASSERT_STREQ(wt_jstr(r.json, "sha256"), srv.sha);
         wt_response_done(&r);
-        ASSERT_EQ(count_files(h.state, ".partial"), 0);
+        ASSERT_EQ(ht_count_model_files(h.state, ".partial"), 0);
         ht_stop(&h);
         hf_stop(&srv);
         free(ep);
@@ -213,7 +198,7 @@ TEST_TIMEOUT(corrupt_catalog_keeps_files_and_the_evidence, 60) {
         ASSERT_EQ(mlen, glen);
         ASSERT_TRUE(memcmp(kept, garbage, glen) == 0);
         /* The model file the lost row pointed to is still on disk. */
-        ASSERT_EQ(count_files(h2.state, ".gguf"), 1);
+        ASSERT_EQ(ht_count_model_files(h2.state, ".gguf"), 1);
         ht_call(&h2, "GET", "/v1/models", NULL, &r);
         ASSERT_STATUS(r, 200);
         ASSERT_EQ(json_object_array_length(wt_jget(r.json, "data")), 0);

@@ -74,33 +74,6 @@ static void download(struct ht_hive *h, const char *body, struct dl_result *ret)
         free(events);
 }
 
-static unsigned count_files(const char *state, const char *suffix) {
-        char *dir = wt_strdup_printf("%s/models", state);
-        DIR *d = opendir(dir);
-        struct dirent *de;
-        unsigned n = 0;
-
-        ASSERT_NOT_NULL(d);
-        while ((de = readdir(d)))
-                if (de->d_name[0] != '.' && str_endswith(de->d_name, suffix))
-                        n++;
-        closedir(d);
-        free(dir);
-        return n;
-}
-
-static bool in_catalog(struct ht_hive *h, const char *id) {
-        struct wt_response r;
-        char *p = wt_strdup_printf("/v1/models/%s", id);
-        bool ok;
-
-        ht_call(h, "GET", p, NULL, &r);
-        ok = r.status == 200;
-        wt_response_done(&r);
-        free(p);
-        return ok;
-}
-
 /* Rows of the downloads-in-flight table, read as another process would. */
 static int downloads_rows(const char *state) {
         char *db = wt_strdup_printf("%s/catalog.db", state);
@@ -166,9 +139,9 @@ static unsigned resumes_in_log(const struct hf_server *s, const char *path) {
 }
 
 static void check_clean_after_failure(struct ht_hive *h, const char *id) {
-        ASSERT_FALSE(in_catalog(h, id));
-        ASSERT_EQ(count_files(h->state, ".partial"), 0);
-        ASSERT_EQ(count_files(h->state, ".gguf"), 0);
+        ASSERT_FALSE(ht_in_catalog(h, id));
+        ASSERT_EQ(ht_count_model_files(h->state, ".partial"), 0);
+        ASSERT_EQ(ht_count_model_files(h->state, ".gguf"), 0);
         ASSERT_EQ(downloads_rows(h->state), 0);
 }
 
@@ -185,7 +158,7 @@ TEST_TIMEOUT(hive_sigkill_mid_download_resumes_after_restart, 60) {
         partial = wt_strdup_printf("%s/models/k1.gguf.partial", h.state);
         wait_size(partial, 200000, 10000 * wt_slow());
         ASSERT_EQ(downloads_rows(h.state), 1);
-        ASSERT_FALSE(in_catalog(&h, "k1"));
+        ASSERT_FALSE(ht_in_catalog(&h, "k1"));
 
         /* SIGKILL: no chance to clean up. The partial file is what is left. */
         struct wt_worker w = { .pid = h.pid };
@@ -219,13 +192,13 @@ TEST_TIMEOUT(hive_sigkill_mid_download_resumes_after_restart, 60) {
                 FAIL("resumed download: %s %s", d.terminal, d.data);
         }
         ASSERT_GE(resumes_in_log(&srv, "/cdn/slow/model-Q8_0.gguf"), 1);
-        ASSERT_TRUE(in_catalog(&h2, "k1"));
+        ASSERT_TRUE(ht_in_catalog(&h2, "k1"));
         ht_call(&h2, "GET", "/v1/models/k1", NULL, &r);
         ASSERT_STREQ(wt_jstr(r.json, "sha256"), srv.sha);
         ASSERT_EQ(wt_jint(r.json, "size"), (long long) srv.size);
         wt_response_done(&r);
-        ASSERT_EQ(count_files(h2.state, ".partial"), 0);
-        ASSERT_EQ(count_files(h2.state, ".gguf"), 1);
+        ASSERT_EQ(ht_count_model_files(h2.state, ".partial"), 0);
+        ASSERT_EQ(ht_count_model_files(h2.state, ".gguf"), 1);
         ASSERT_EQ(downloads_rows(h2.state), 0);
         ht_stop(&h2);
         hf_stop(&srv);
@@ -268,8 +241,8 @@ TEST_TIMEOUT(hive_stop_mid_download_keeps_partial_and_resumes, 60) {
         ht_start(&h2, h.dir, hive_args(&srv), NULL);
         follow(&h2, events, &d);
         ASSERT_STREQ(d.terminal, "end");
-        ASSERT_TRUE(in_catalog(&h2, "k2"));
-        ASSERT_EQ(count_files(h2.state, ".partial"), 0);
+        ASSERT_TRUE(ht_in_catalog(&h2, "k2"));
+        ASSERT_EQ(ht_count_model_files(h2.state, ".partial"), 0);
         ASSERT_EQ(downloads_rows(h2.state), 0);
         ASSERT_GE(resumes_in_log(&srv, "/cdn/slow/model-Q8_0.gguf"), 1);
         ht_stop(&h2);
@@ -350,8 +323,8 @@ TEST_TIMEOUT(disk_full_before_and_during_download, 60) {
         /* Room again: the same download works, the hive never went down. */
         download(&h, "{\"source\":\"hf:t/good\",\"id\":\"f2\"}", &d);
         ASSERT_STREQ(d.terminal, "end");
-        ASSERT_TRUE(in_catalog(&h, "f2"));
-        ASSERT_EQ(count_files(h.state, ".partial"), 0);
+        ASSERT_TRUE(ht_in_catalog(&h, "f2"));
+        ASSERT_EQ(ht_count_model_files(h.state, ".partial"), 0);
         ht_stop(&h);
         hf_stop(&srv);
         ASSERT_EQ(umount2(disk_dir, MNT_DETACH), 0);      /* so that the harness can remove the directory */
@@ -379,8 +352,8 @@ TEST_TIMEOUT(network_cuts_and_stalls, 60) {
         }
         ASSERT_GE(d.retries, 2);
         ASSERT_GE(resumes_in_log(&srv, "/cdn/flaky/model-Q8_0.gguf"), 2);
-        ASSERT_TRUE(in_catalog(&h, "n1"));
-        ASSERT_EQ(count_files(h.state, ".partial"), 0);
+        ASSERT_TRUE(ht_in_catalog(&h, "n1"));
+        ASSERT_EQ(ht_count_model_files(h.state, ".partial"), 0);
         ASSERT_EQ(downloads_rows(h.state), 0);
         struct wt_response r;
         ht_call(&h, "DELETE", "/v1/models/n1", NULL, &r);
@@ -467,8 +440,8 @@ TEST_TIMEOUT(hive_killed_between_rename_and_catalog_row, 60) {
         ASSERT_STREQ(wt_jstr(r.json, "sha256"), srv.sha);
         wt_response_done(&r);
         ASSERT_EQ(count_in_log(&srv, "GET /cdn/good/model-Q8_0.gguf"), 1);
-        ASSERT_EQ(count_files(h2.state, ".gguf"), 1);
-        ASSERT_EQ(count_files(h2.state, ".partial"), 0);
+        ASSERT_EQ(ht_count_model_files(h2.state, ".gguf"), 1);
+        ASSERT_EQ(ht_count_model_files(h2.state, ".partial"), 0);
         ASSERT_EQ(downloads_rows(h2.state), 0);
         ht_stop(&h2);
         hf_stop(&srv);

@@ -57,34 +57,6 @@ static void download(struct ht_hive *h, const char *body, int want_status, struc
                 FAIL("the job ended without a terminal event");
 }
 
-/* No stray files in the models directory but the ones named. */
-static unsigned count_files(const struct ht_hive *h, const char *suffix) {
-        char *dir = wt_strdup_printf("%s/models", h->state);
-        DIR *d = opendir(dir);
-        struct dirent *de;
-        unsigned n = 0;
-
-        ASSERT_NOT_NULL(d);
-        while ((de = readdir(d)))
-                if (de->d_name[0] != '.' && str_endswith(de->d_name, suffix))
-                        n++;
-        closedir(d);
-        free(dir);
-        return n;
-}
-
-static bool in_catalog(struct ht_hive *h, const char *id) {
-        struct wt_response r;
-        char *p = wt_strdup_printf("/v1/models/%s", id);
-        bool ok;
-
-        ht_call(h, "GET", p, NULL, &r);
-        ok = r.status == 200;
-        wt_response_done(&r);
-        free(p);
-        return ok;
-}
-
 static void start_pair(struct ht_hive *h, struct hf_server *hf_srv, const char *const *env) {
         char *ep;
         const char *args[8];
@@ -144,8 +116,8 @@ TEST_TIMEOUT(download_by_quant_verifies_and_registers, 30) {
         ASSERT_TRUE(json_object_get_boolean(wt_jget(r.json, "managed")));
         ASSERT_EQ(wt_jint(r.json, "size"), (long long) srv.size);
         wt_response_done(&r);
-        ASSERT_EQ(count_files(&h, ".gguf"), 1);
-        ASSERT_EQ(count_files(&h, ".partial"), 0);
+        ASSERT_EQ(ht_count_model_files(h.state, ".gguf"), 1);
+        ASSERT_EQ(ht_count_model_files(h.state, ".partial"), 0);
 
         /* It serves: the downloaded model runs. */
         ht_call(&h, "POST", "/v1/inference", "{\"model\":\"multi:q8_0\",\"prompt\":\"hi\",\"max_tokens\":2,\"stream\":false}", &r);
@@ -169,7 +141,7 @@ TEST_TIMEOUT(download_by_quant_verifies_and_registers, 30) {
         ASSERT_STATUS(r, 200);
         ASSERT_TRUE(json_object_get_boolean(wt_jget(r.json, "file_removed")));
         wt_response_done(&r);
-        ASSERT_EQ(count_files(&h, ".gguf"), 0);
+        ASSERT_EQ(ht_count_model_files(h.state, ".gguf"), 0);
         ASSERT_TRUE(ht_wait_worker(&h, "multi:q8_0", "", 3000));
         ht_stop(&h);
         hf_stop(&srv);
@@ -189,7 +161,7 @@ TEST_TIMEOUT(download_resumes_after_reset_and_stall, 40) {
         ASSERT_GE(d.retries, 1);
         /* The retry asked for the rest only. */
         ASSERT_TRUE(log_has_resume(&srv, "/cdn/reset/model-Q8_0.gguf"));
-        ASSERT_TRUE(in_catalog(&h, "r1"));
+        ASSERT_TRUE(ht_in_catalog(&h, "r1"));
 
         download(&h, "{\"source\":\"hf:t/stall\",\"id\":\"s1\"}", 202, &d);
         if (!streq(d.terminal, "end")) {
@@ -198,9 +170,9 @@ TEST_TIMEOUT(download_resumes_after_reset_and_stall, 40) {
         }
         ASSERT_GE(d.retries, 1);
         ASSERT_TRUE(log_has_resume(&srv, "/cdn/stall/model-Q8_0.gguf"));
-        ASSERT_TRUE(in_catalog(&h, "s1"));
-        ASSERT_EQ(count_files(&h, ".gguf"), 2);
-        ASSERT_EQ(count_files(&h, ".partial"), 0);
+        ASSERT_TRUE(ht_in_catalog(&h, "s1"));
+        ASSERT_EQ(ht_count_model_files(h.state, ".gguf"), 2);
+        ASSERT_EQ(ht_count_model_files(h.state, ".partial"), 0);
         ht_stop(&h);
         hf_stop(&srv);
 }
@@ -228,13 +200,13 @@ TEST_TIMEOUT(download_failures_leave_nothing_behind, 30) {
                 if (!streq(d.terminal, "error") || !strstr(d.data, code))
                         FAIL("%s: expected %s, got %s %s", cases[i].source, cases[i].code, d.terminal, d.data);
                 char *id = wt_strdup_printf("m%zu", i);
-                ASSERT_FALSE(in_catalog(&h, id));
+                ASSERT_FALSE(ht_in_catalog(&h, id));
                 free(id);
                 free(body);
                 free(code);
         }
-        ASSERT_EQ(count_files(&h, ".gguf"), 0);
-        ASSERT_EQ(count_files(&h, ".partial"), 0);
+        ASSERT_EQ(ht_count_model_files(h.state, ".gguf"), 0);
+        ASSERT_EQ(ht_count_model_files(h.state, ".partial"), 0);
         ht_stop(&h);
 
         /* With HF_TOKEN the gated repo opens. */
@@ -244,7 +216,7 @@ TEST_TIMEOUT(download_failures_leave_nothing_behind, 30) {
                  (const char *[]) { "HF_TOKEN=secret-token", NULL });
         download(&h2, "{\"source\":\"hf:t/noauth\",\"id\":\"gated\"}", 202, &d);
         ASSERT_STREQ(d.terminal, "end");
-        ASSERT_TRUE(in_catalog(&h2, "gated"));
+        ASSERT_TRUE(ht_in_catalog(&h2, "gated"));
         ht_stop(&h2);
         hf_stop(&srv);
 }
@@ -277,8 +249,8 @@ TEST_TIMEOUT(download_dedup_and_cancel, 30) {
                 ASSERT_TRUE(wt_now_ms() < deadline);
                 usleep(50000);
         }
-        ASSERT_FALSE(in_catalog(&h, "d1"));
-        ASSERT_EQ(count_files(&h, ".partial"), 0);
+        ASSERT_FALSE(ht_in_catalog(&h, "d1"));
+        ASSERT_EQ(ht_count_model_files(h.state, ".partial"), 0);
         wt_response_done(&r1);
         wt_response_done(&r2);
         free(del);

@@ -154,6 +154,34 @@ static WT_UNUSED void ht_register(struct ht_hive *h, const char *id, const char 
         wt_response_done(&r);
 }
 
+/* Files in a hive's models directory whose names end in suffix (no dot files). */
+static WT_UNUSED unsigned ht_count_model_files(const char *state, const char *suffix) {
+        char *dir = wt_strdup_printf("%s/models", state);
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        unsigned n = 0;
+
+        ASSERT_NOT_NULL(d);
+        while ((de = readdir(d)))
+                if (de->d_name[0] != '.' && str_endswith(de->d_name, suffix))
+                        n++;
+        closedir(d);
+        free(dir);
+        return n;
+}
+
+static WT_UNUSED bool ht_in_catalog(struct ht_hive *h, const char *id) {
+        struct wt_response r;
+        char *p = wt_strdup_printf("/v1/models/%s", id);
+        bool ok;
+
+        ht_call(h, "GET", p, NULL, &r);
+        ok = r.status == 200;
+        wt_response_done(&r);
+        free(p);
+        return ok;
+}
+
 /* The worker of a model: its pid and state (pid 0 when absent). */
 static WT_UNUSED int ht_worker_pid(struct ht_hive *h, const char *model, char *state, size_t n) {
         struct wt_response r;
