@@ -255,3 +255,36 @@ int main(int argc, char **argv) {
         printf("%u passed, %u failed, %u skipped\n", passed, failed, skipped);
         return failed ? 1 : 0;
 }
+
+size_t harness_read_ids(const char *path, int32_t *out, size_t max) {
+        char *s = harness_read_file(path, NULL), *p = s;
+        size_t n = 0;
+
+        while (*p) {
+                if (*p >= '0' && *p <= '9') {
+                        long v = strtol(p, &p, 10);
+                        ASSERT_TRUE(n < max);
+                        out[n++] = (int32_t) v;
+                } else
+                        p++;
+        }
+        free(s);
+        return n;
+}
+
+const char *harness_mkmodel(const char *shape_args, const char *type, const char *name) {
+        const char *bin = harness_build_path("rbee-mkmodel");
+        char *path, cmd[2048];
+
+        if (access(bin, X_OK) < 0)
+                SKIP("%s is not built", bin);
+        if (asprintf(&path, "%s/%s-%s.gguf", harness_tmpdir(), name, type) < 0)
+                abort();
+        if (access(path, R_OK) == 0)
+                return path;
+        snprintf(cmd, sizeof(cmd), "%s %s --type %s --seed 7 -o %s >/dev/null 2>&1", bin, shape_args, type, path);
+        int st = system(cmd);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                FAIL("%s failed (%d)", cmd, st);
+        return path;
+}

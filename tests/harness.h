@@ -38,6 +38,15 @@ const char *harness_build_path(const char *name);
 /* Read a whole file into a NUL-terminated buffer; fails the test on error. */
 char *harness_read_file(const char *path, size_t *ret_size);
 
+/* Every integer in a text file ("[1, 2, 3]" or "1 2 3"), at most max of them
+ * (more fails the test); returns how many. */
+size_t harness_read_ids(const char *path, int32_t *out, size_t max);
+
+/* A model written by rbee-mkmodel (seed 7) into this test's directory as
+ * NAME-TYPE.gguf, once; SHAPE_ARGS are its shape flags. Skips when
+ * rbee-mkmodel is not built. */
+const char *harness_mkmodel(const char *shape_args, const char *type, const char *name);
+
 #define TEST_TIMEOUT(name, secs)                                                \
         static void test_##name(void);                                          \
         __attribute__((constructor)) static void register_##name(void) {        \

@@ -40,23 +40,6 @@ static void require_device(void) {
                 SKIP("no CUDA device on this machine");
 }
 
-static const char *mkmodel(const char *shape_args, const char *type, const char *name) {
-        const char *bin = harness_build_path("rbee-mkmodel");
-        char *path, cmd[2048];
-
-        if (access(bin, X_OK) < 0)
-                SKIP("%s is not built", bin);
-        if (asprintf(&path, "%s/%s-%s.gguf", harness_tmpdir(), name, type) < 0)
-                abort();
-        if (access(path, R_OK) == 0)
-                return path;
-        snprintf(cmd, sizeof(cmd), "%s %s --type %s --seed 7 -o %s >/dev/null 2>&1", bin, shape_args, type, path);
-        int st = system(cmd);
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-                FAIL("%s failed (%d)", cmd, st);
-        return path;
-}
-
 struct run {
         int32_t n_vocab;
         float *logits; /* [1 + n_steps][n_vocab] */
@@ -171,7 +154,7 @@ static void check_arch(const char *shape_args, const char *name) {
         require_device();
         for (size_t i = 0; i < ELEMENTSOF(all_types); i++) {
                 snprintf(label, sizeof(label), "%s %s", name, all_types[i]);
-                bad += check_file(label, mkmodel(shape_args, all_types[i], name), 0, 0);
+                bad += check_file(label, harness_mkmodel(shape_args, all_types[i], name), 0, 0);
         }
         if (bad)
                 FAIL("%d runs over the bound", bad);
@@ -214,7 +197,7 @@ TEST(no_device_fails_cleanly) {
 
         if (n > 0)
                 SKIP("a CUDA device is present (the parity tests cover it)");
-        ASSERT_OK(rbee_model_load(mkmodel(LLAMA_ARGS, "Q4_0", "llama"), NULL, &m, err, sizeof(err)));
+        ASSERT_OK(rbee_model_load(harness_mkmodel(LLAMA_ARGS, "Q4_0", "llama"), NULL, &m, err, sizeof(err)));
         rbee_context_default_params(&cp);
         cp.n_ctx = 64;
         cp.n_threads = 1;
@@ -237,7 +220,7 @@ TEST(bad_params) {
         struct rbee_context_params cp;
         char err[512];
 
-        ASSERT_OK(rbee_model_load(mkmodel(LLAMA_ARGS, "Q4_0", "llama"), NULL, &m, err, sizeof(err)));
+        ASSERT_OK(rbee_model_load(harness_mkmodel(LLAMA_ARGS, "Q4_0", "llama"), NULL, &m, err, sizeof(err)));
         rbee_context_default_params(&cp);
         cp.n_ctx = 64;
         cp.backend = (enum rbee_backend) 7;
@@ -268,8 +251,8 @@ TEST_TIMEOUT(phi3_parity, 600) {
  * attention spans three key splits. */
 TEST_TIMEOUT(long_context, 600) {
         require_device();
-        int bad = check_file("llama Q4_0 n_ctx 1024", mkmodel(LLAMA_ARGS, "Q4_0", "llama"), 1024, 700);
-        bad += check_file("qwen2 Q8_0 n_ctx 1024", mkmodel(QWEN2_ARGS, "Q8_0", "qwen2"), 1024, 700);
+        int bad = check_file("llama Q4_0 n_ctx 1024", harness_mkmodel(LLAMA_ARGS, "Q4_0", "llama"), 1024, 700);
+        bad += check_file("qwen2 Q8_0 n_ctx 1024", harness_mkmodel(QWEN2_ARGS, "Q8_0", "qwen2"), 1024, 700);
         if (bad)
                 FAIL("%d runs over the bound", bad);
 }
@@ -301,7 +284,7 @@ TEST_TIMEOUT(shared_weights, 300) {
         char err[512];
 
         require_device();
-        ASSERT_OK(rbee_model_load(mkmodel(LLAMA_ARGS, "Q4_K_M", "llama"), NULL, &m, err, sizeof(err)));
+        ASSERT_OK(rbee_model_load(harness_mkmodel(LLAMA_ARGS, "Q4_K_M", "llama"), NULL, &m, err, sizeof(err)));
         rbee_context_default_params(&cp);
         cp.n_ctx = 128;
         cp.backend = RBEE_BACKEND_CUDA;
@@ -317,22 +300,6 @@ TEST_TIMEOUT(shared_weights, 300) {
 }
 
 /* ---------------------------------------------------------- golden texts */
-
-static size_t read_ids(const char *path, int32_t *out, size_t max) {
-        char *s = harness_read_file(path, NULL), *p = s;
-        size_t n = 0;
-
-        while (*p) {
-                if (*p >= '0' && *p <= '9') {
-                        long v = strtol(p, &p, 10);
-                        ASSERT_TRUE(n < max);
-                        out[n++] = (int32_t) v;
-                } else
-                        p++;
-        }
-        free(s);
-        return n;
-}
 
 struct collect {
         char text[16384];
@@ -418,7 +385,7 @@ TEST_TIMEOUT(golden_tinystories656k, 300) {
         require_device();
         struct collect *c = gpu_greedy(harness_shared("models/TinyStories-656K-F32.gguf"), "Once upon a time", 0, 48);
         int32_t want[64];
-        size_t n = read_ids(harness_shared("golden/TinyStories-656K.greedy.once-upon-a-time.n48.ids.txt"), want,
+        size_t n = harness_read_ids(harness_shared("golden/TinyStories-656K.greedy.once-upon-a-time.n48.ids.txt"), want,
                             ELEMENTSOF(want));
 
         check_golden(c, "golden/TinyStories-656K.greedy.once-upon-a-time.n48.txt");

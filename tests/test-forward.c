@@ -32,23 +32,6 @@
 #define N_PROMPT 40 /* above RBEE_BLAS_MIN_BATCH: an F32 batch goes through BLAS */
 #define N_STEPS 8
 
-static const char *mkmodel(const char *shape_args, const char *type, const char *name) {
-        const char *bin = harness_build_path("rbee-mkmodel");
-        char *path, cmd[2048];
-
-        if (access(bin, X_OK) < 0)
-                SKIP("%s is not built", bin);
-        if (asprintf(&path, "%s/%s-%s.gguf", harness_tmpdir(), name, type) < 0)
-                abort();
-        if (access(path, R_OK) == 0)
-                return path;
-        snprintf(cmd, sizeof(cmd), "%s %s --type %s --seed 7 -o %s >/dev/null 2>&1", bin, shape_args, type, path);
-        int st = system(cmd);
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-                FAIL("%s failed (%d)", cmd, st);
-        return path;
-}
-
 struct run {
         int32_t n_vocab;
         float *logits; /* [1 + N_STEPS][n_vocab] */
@@ -117,11 +100,11 @@ static double rel_err(const struct run *a, const struct run *ref) {
 
 static void check_types(const char *shape_args, const char *name, const char *const *types, const double *bounds,
                         size_t n) {
-        struct run ref = run_model(mkmodel(shape_args, "F32", name), 2, false, 0);
+        struct run ref = run_model(harness_mkmodel(shape_args, "F32", name), 2, false, 0);
         int bad = 0;
 
         for (size_t i = 0; i < n; i++) {
-                struct run r = run_model(mkmodel(shape_args, types[i], name), 2, false, 0);
+                struct run r = run_model(harness_mkmodel(shape_args, types[i], name), 2, false, 0);
                 double e = rel_err(&r, &ref);
                 printf("  %s %-7s logits rel. RMS error %.4f (bound %.3f)%s\n", name, types[i], e, bounds[i],
                        e <= bounds[i] ? "" : "  OVER");
@@ -145,7 +128,7 @@ static void check_kernels(const char *shape_args, const char *name) {
         int bad = 0;
 
         for (size_t i = 0; i < ELEMENTSOF(all_types); i++) {
-                const char *path = mkmodel(shape_args, all_types[i], name);
+                const char *path = harness_mkmodel(shape_args, all_types[i], name);
                 struct run a = run_model_mm(path, 2, false, 0, RBEE_MATMUL_BLAS);
                 struct run b = run_model_mm(path, 2, true, 0, RBEE_MATMUL_QUANT);
                 double e = rel_err(&b, &a);
@@ -210,7 +193,7 @@ TEST_TIMEOUT(shared_qwen2, 120) {
 
 /* Threads split rows, never change the arithmetic of one row. */
 TEST_TIMEOUT(threads_agree, 120) {
-        const char *path = mkmodel(LLAMA_ARGS, "Q4_K_M", "llama");
+        const char *path = harness_mkmodel(LLAMA_ARGS, "Q4_K_M", "llama");
         struct run a = run_model(path, 1, false, 0), b = run_model(path, 2, false, 0), c = run_model(path, 3, false, 0);
 
         ASSERT_TRUE(rel_err(&b, &a) < 1e-5);
@@ -221,7 +204,7 @@ TEST_TIMEOUT(threads_agree, 120) {
  * (quantized dot products) gives the same logits, up to the Q8 rounding of
  * the activations. */
 TEST_TIMEOUT(batch_vs_incremental, 120) {
-        const char *f32 = mkmodel(LLAMA_ARGS, "F32", "llama");
+        const char *f32 = harness_mkmodel(LLAMA_ARGS, "F32", "llama");
         struct run a = run_model(f32, 2, false, 0), b = run_model(f32, 2, true, 0);
         ASSERT_TRUE(rel_err(&b, &a) < 1e-4);
         struct run c = run_model(f32, 2, false, 5); /* odd batch size: 5 chunks */
@@ -235,7 +218,7 @@ TEST(decode_errors) {
         struct rbee_context_params cp;
         int32_t toks[20] = { 0 };
 
-        ASSERT_OK(rbee_model_load(mkmodel(LLAMA_ARGS, "Q8_0", "llama"), NULL, &m, NULL, 0));
+        ASSERT_OK(rbee_model_load(harness_mkmodel(LLAMA_ARGS, "Q8_0", "llama"), NULL, &m, NULL, 0));
         rbee_context_default_params(&cp);
         cp.n_ctx = 16;
         cp.n_threads = 2;
@@ -263,7 +246,7 @@ TEST(decode_does_not_allocate) {
         struct rbee_context_params cp;
         int32_t t = 5;
 
-        ASSERT_OK(rbee_model_load(mkmodel(LLAMA_ARGS, "Q4_K_M", "llama"), NULL, &m, NULL, 0));
+        ASSERT_OK(rbee_model_load(harness_mkmodel(LLAMA_ARGS, "Q4_K_M", "llama"), NULL, &m, NULL, 0));
         rbee_context_default_params(&cp);
         cp.n_ctx = 64;
         cp.n_threads = 1;

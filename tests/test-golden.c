@@ -8,23 +8,6 @@
 #include "macros.h"
 #include "rbee-engine.h"
 
-/* Parse every integer in a text file ("[1, 2, 3]" or "1 2 3"). */
-static size_t read_ids(const char *path, int32_t *out, size_t max) {
-        char *s = harness_read_file(path, NULL), *p = s;
-        size_t n = 0;
-
-        while (*p) {
-                if (*p >= '0' && *p <= '9') {
-                        long v = strtol(p, &p, 10);
-                        ASSERT_TRUE(n < max);
-                        out[n++] = (int32_t) v;
-                } else
-                        p++;
-        }
-        free(s);
-        return n;
-}
-
 struct collect {
         char *text;
         size_t len, cap;
@@ -113,7 +96,7 @@ TEST(stories260k_noprompt) {
         const char *model = harness_shared("models/stories260K.gguf");
         struct collect *c = run_greedy(model, "", 256, -1, 1);
         int32_t want[512];
-        size_t n = read_ids(harness_shared("golden/stories260K.greedy.noprompt.ids.txt"), want, ELEMENTSOF(want));
+        size_t n = harness_read_ids(harness_shared("golden/stories260K.greedy.noprompt.ids.txt"), want, ELEMENTSOF(want));
 
         /* Both reference tools end with a newline the model did not generate:
          * llama2.c prints "\n" after its 256 positions, and the ids file ends
@@ -142,7 +125,7 @@ TEST(stories260k_lily_and_tom) {
 TEST(tinystories656k_f32) {
         struct collect *c = run_greedy(harness_shared("models/TinyStories-656K-F32.gguf"), "Once upon a time", 0, 48, 2);
         int32_t want[64];
-        size_t n = read_ids(harness_shared("golden/TinyStories-656K.greedy.once-upon-a-time.n48.ids.txt"), want,
+        size_t n = harness_read_ids(harness_shared("golden/TinyStories-656K.greedy.once-upon-a-time.n48.ids.txt"), want,
                             ELEMENTSOF(want));
 
         check_text_suffix(c->text, "golden/TinyStories-656K.greedy.once-upon-a-time.n48.txt", "\n");
