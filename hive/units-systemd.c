@@ -338,7 +338,8 @@ static int systemd_stop(struct hive *h, struct hive_worker *w) {
 
 static int systemd_reap(struct hive *h, struct hive_worker *w) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_(freep) char *env = NULL;
+        _cleanup_(freep) char *env = NULL, *path = NULL;
+        char active[32];
         int r;
 
         /* A new worker for the same model may already own its placement file. */
@@ -350,8 +351,16 @@ static int systemd_reap(struct hive *h, struct hive_worker *w) {
         r = sd_bus_open_system(&bus);
         if (r < 0)
                 return r;
-        /* Only failed units need it; for others it is a harmless error. */
-        (void) sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER, "ResetFailedUnit", NULL, NULL, "s", w->unit);
+        /* Only a failed unit needs it. A unit that systemd is about to restart
+         * (Restart=on-watchdog: "activating/auto-restart") must be left alone:
+         * reset-failed would also zero its NRestarts= counter. */
+        r = unit_path(bus, w->unit, &path);
+        if (r < 0)
+                return r;
+        get_str(bus, path, SD_UNIT, "ActiveState", active, sizeof(active));
+        if (streq(active, "failed"))
+                (void) sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER, "ResetFailedUnit", NULL, NULL, "s",
+                                          w->unit);
         return 0;
 }
 
