@@ -519,7 +519,13 @@ TEST_TIMEOUT(admission_control_and_cancel, 40) {
 
         /* Both admitted streams finish; nothing hangs. */
         ASSERT_STREQ(ht_sse_until_terminal(&s1, &tokens, term, sizeof(term)), "end");
-        ASSERT_EQ(tokens, 30);
+        /* 30 tokens generated; a byte token that ends inside a UTF-8
+         * character travels in the next token's event, so count from "end". */
+        struct json_object *end = json_tokener_parse(term);
+        ASSERT_NOT_NULL(end);
+        ASSERT_EQ(wt_jint(end, "tokens_out"), 30);
+        json_object_put(end);
+        ASSERT_TRUE(tokens >= 1 && tokens <= 30);
         ASSERT_STREQ(ht_sse_until_terminal(&s2, &tokens, term, sizeof(term)), "end");
         wt_http_done(&s1);
         wt_http_done(&s2);
