@@ -2,10 +2,13 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "http-util.h"
 #include "json-util.h"
+#include "macros.h"
+#include "strutil.h"
 
 const char *http_error_type(unsigned status) {
         switch (status) {
@@ -31,7 +34,16 @@ const char *http_error_type(unsigned status) {
 
 struct json_object *http_error_object(unsigned status, const char *code, const char *message) {
         struct json_object *o = json_object_new_object(), *e = json_object_new_object();
+        _cleanup_(freep) char *scrubbed = NULL;
 
+        /* Messages quote client input cut to a length, and json-c writes bytes
+         * through as they are: strict clients would refuse the whole answer. */
+        if (!utf8_is_valid(message, strlen(message))) {
+                scrubbed = strdup(message);
+                if (scrubbed)
+                        utf8_scrub(scrubbed);
+                message = scrubbed ? scrubbed : "(message not valid UTF-8)";
+        }
         if (!o || !e) {
                 json_object_put(o);
                 json_object_put(e);

@@ -260,3 +260,18 @@ bool utf8_is_valid(const char *s, size_t n) {
         }
         return true;
 }
+
+void utf8_scrub(char *s) {
+        size_t n = strlen(s);
+
+        for (size_t i = 0; i < n;) {
+                unsigned char c = (unsigned char) s[i];
+                size_t k = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+
+                if (k <= n - i && utf8_is_valid(s + i, k)) {
+                        i += k;
+                        continue;
+                }
+                s[i++] = '?';
+        }
+}

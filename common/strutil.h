@@ -52,6 +52,9 @@ bool str_equal_consttime(const char *a, size_t alen, const char *b, size_t blen)
 char *str_strip_trailing(char *s);
 /* Does s consist of n bytes of valid UTF-8 (no overlongs, no surrogates)? */
 bool utf8_is_valid(const char *s, size_t n);
+/* Every byte of s that is not part of a valid UTF-8 sequence (a sequence cut
+ * by a "%.200s" too) becomes '?', in place: for text that goes out as JSON. */
+void utf8_scrub(char *s);
 
 static inline const char *strna(const char *s) {
         return s ? s : "n/a";

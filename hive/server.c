@@ -9,10 +9,12 @@
 #include <unistd.h>
 
 #include "hive.h"
+#include "http-guard.h"
 #include "http-util.h"
 #include "json-util.h"
 #include "logging.h"
 #include "macros.h"
+#include "requests.h"
 #include "server.h"
 #include "sha256.h"
 #include "util.h"
@@ -28,6 +30,7 @@
 struct hive_server {
         struct hive *h;
         struct MHD_Daemon *daemon;
+        struct http_guard *guard;
 };
 
 struct request {
@@ -57,18 +60,23 @@ static enum MHD_Result reply_json(struct request *rq, struct MHD_Connection *c, 
 
 static enum MHD_Result reply_error(struct request *rq, struct MHD_Connection *c, unsigned status, const char *code,
                                    const char *fmt, ...) _printf_(5, 6);
+static enum MHD_Result reply_req_error(struct request *rq, struct MHD_Connection *c, const struct hive_req_error *e) {
+        rq->responded = true;
+        rq->status = e->status;
+        return http_queue_error(c, e->status, e->code, e->status == 503 ? 1 : 0,
+                                e->status == 405 ? "GET, POST, DELETE" : NULL, "%s", e->message);
+}
+
 static enum MHD_Result reply_error(struct request *rq, struct MHD_Connection *c, unsigned status, const char *code,
                                    const char *fmt, ...) {
-        char msg[1024];
+        struct hive_req_error e;
         va_list ap;
 
+        /* Formatted as requests.c's refusals are: valid UTF-8 whatever the ids in the URL. */
         va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
+        hive_req_error_vset(&e, status, code, fmt, ap);
         va_end(ap);
-        rq->responded = true;
-        rq->status = status;
-        return http_queue_error(c, status, code, status == 503 ? 1 : 0, status == 405 ? "GET, POST, DELETE" : NULL,
-                                "%s", msg);
+        return reply_req_error(rq, c, &e);
 }
 
 static int client_fd(struct MHD_Connection *c) {
@@ -94,25 +102,13 @@ static bool client_gone(int fd) {
 /* ---- body parsing --------------------------------------------------------- */
 
 static int parse_body(struct request *rq, struct MHD_Connection *c, struct json_object **ret) {
-        char err[256];
+        struct hive_req_error e;
         int r;
 
-        if (!rq->body.len) {
-                reply_error(rq, c, 400, "invalid_request", "the request has no body: a JSON object is expected");
-                return -EINVAL;
-        }
-        r = json_parse_strict(rq->body.data, rq->body.len, 64, ret, err, sizeof(err));
-        if (r < 0) {
-                reply_error(rq, c, 400, "invalid_request", "malformed JSON: %s", r == -E2BIG ? "nested too deeply" : err);
-                return -EINVAL;
-        }
-        if (!json_object_is_type(*ret, json_type_object)) {
-                json_object_put(*ret);
-                *ret = NULL;
-                reply_error(rq, c, 400, "invalid_request", "the request body must be a JSON object");
-                return -EINVAL;
-        }
-        return 0;
+        r = hive_req_parse_body(rq->body.data, rq->body.len, ret, &e);
+        if (r < 0)
+                reply_req_error(rq, c, &e);
+        return r;
 }
 
 /* ---- health, backends, metrics -------------------------------------------- */
@@ -169,6 +165,9 @@ static enum MHD_Result handle_metrics(struct request *rq, struct MHD_Connection 
         for (size_t i = 0; i < h->n_workers; i++)
                 by_state[h->workers[i]->state]++;
         pthread_mutex_unlock(&h->lock);
+        struct http_guard_stats gs = {};
+        if (h->guard)
+                http_guard_get_stats(h->guard, &gs);
 
         (void) strbuf_puts(&b, "# HELP rbee_hive_requests_total HTTP requests by status class.\n"
                                "# TYPE rbee_hive_requests_total counter\n");
@@ -188,11 +187,18 @@ static enum MHD_Result handle_metrics(struct request *rq, struct MHD_Connection 
                              "# TYPE rbee_hive_downloads_total counter\n"
                              "rbee_hive_downloads_total{result=\"ok\"} %llu\n"
                              "rbee_hive_downloads_total{result=\"failed\"} %llu\n"
-                             "# TYPE rbee_hive_download_bytes_total counter\nrbee_hive_download_bytes_total %llu\n",
+                             "# TYPE rbee_hive_download_bytes_total counter\nrbee_hive_download_bytes_total %llu\n"
+                             "# HELP rbee_hive_connections_refused_total Connections refused: the client address held "
+                             "--max-conns-per-peer.\n"
+                             "# TYPE rbee_hive_connections_refused_total counter\nrbee_hive_connections_refused_total %llu\n"
+                             "# HELP rbee_hive_slow_requests_total Connections closed because a request did not arrive "
+                             "within --header-timeout/--body-timeout.\n"
+                             "# TYPE rbee_hive_slow_requests_total counter\nrbee_hive_slow_requests_total %llu\n",
                              n_models, (unsigned long long) m.worker_starts, (unsigned long long) m.worker_failures,
                              (unsigned long long) m.rejected, (unsigned long long) m.tokens,
                              (unsigned long long) m.downloads_ok, (unsigned long long) m.downloads_failed,
-                             (unsigned long long) m.download_bytes);
+                             (unsigned long long) m.download_bytes, (unsigned long long) gs.refused,
+                             (unsigned long long) gs.timed_out);
         rq->responded = true;
         rq->status = 200;
         return http_queue_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data ? b.data : "", b.len);
@@ -248,30 +254,23 @@ static enum MHD_Result handle_model_register(struct request *rq, struct MHD_Conn
         _cleanup_(json_object_putp) struct json_object *o = NULL;
         struct hive_model m = {};
         _cleanup_(freep) char *source = NULL, *real = NULL;
-        const char *id = NULL, *path = NULL, *backend = NULL;
-        int64_t device = 0;
+        struct hive_req_register req;
+        struct hive_req_error e;
+        struct hive_backends b;
+        const char *id, *path, *backend;
         char err[512], sha[65];
         int r;
 
         if (parse_body(rq, c, &o) < 0)
                 return MHD_YES;
-        if (json_get_string(o, "id", &id, NULL) <= 0 || !hive_id_is_valid(id))
-                return reply_error(rq, c, 400, "invalid_request",
-                                   "'id' must be 1-%d characters of [A-Za-z0-9._:-], starting with a letter or digit",
-                                   HIVE_ID_MAX);
-        if (json_get_string(o, "path", &path, NULL) <= 0 || path[0] != '/')
-                return reply_error(rq, c, 400, "invalid_request", "'path' must be an absolute path to a .gguf file");
-        r = json_get_string(o, "backend", &backend, NULL);
-        if (r < 0)
-                return reply_error(rq, c, 400, "invalid_request", "'backend' must be a string");
-        if (json_get_int64(o, "device", 0, 1024, &device) < 0)
-                return reply_error(rq, c, 400, "invalid_request", "'device' must be an integer 0-1024");
-        if (backend) {
-                struct hive_backends b = rq->h->backends;
-                r = hive_backends_check(&b, backend, (int) device, 0, err, sizeof(err));
-                if (r < 0)
-                        return reply_error(rq, c, 400, "backend_unavailable", "%s", err);
-        }
+        pthread_mutex_lock(&rq->h->lock);
+        b = rq->h->backends;
+        pthread_mutex_unlock(&rq->h->lock);
+        if (hive_req_register(o, &b, &req, &e) < 0)
+                return reply_req_error(rq, c, &e);
+        id = req.id;
+        path = req.path;
+        backend = req.backend;
         real = realpath(path, NULL);
         if (!real)
                 return reply_error(rq, c, 422, "invalid_model", "cannot open %.300s: %m", path);
@@ -290,7 +289,7 @@ static enum MHD_Result handle_model_register(struct request *rq, struct MHD_Conn
         m.source = source;
         m.sha256 = r >= 0 ? sha : NULL;
         m.backend = (char *) (backend ? backend : "cpu");
-        m.device = (int) device;
+        m.device = req.device;
         m.created_at = hive_wall_sec();
         r = hive_catalog_add(rq->h->catalog, &m);
         free(m.architecture);
@@ -353,27 +352,17 @@ static struct json_object *job_created(const struct hive_job *j, bool existing) 
 
 static enum MHD_Result start_download(struct request *rq, struct MHD_Connection *c, struct json_object *o) {
         struct hive *h = rq->h;
-        _cleanup_(freep) char *repo = NULL, *sel = NULL, *def_id = NULL;
+        _cleanup_(hive_req_download_done) struct hive_req_download req = {};
         _cleanup_(hive_model_freep) struct hive_model *existing = NULL;
-        const char *source = NULL, *id = NULL;
+        struct hive_req_error e;
+        const char *source, *id;
         struct hive_job *j;
-        char err[512];
         int r;
 
-        if (json_get_string(o, "source", &source, NULL) <= 0)
-                return reply_error(rq, c, 400, "invalid_request", "'source' (hf:ORG/REPO[:QUANT|:FILE] or file:///PATH) is required");
-        r = hive_download_parse_source(source, &repo, &sel, &def_id, err, sizeof(err));
-        if (r < 0)
-                return reply_error(rq, c, 400, "invalid_reference", "%s", err);
-        r = json_get_string(o, "id", &id, NULL);
-        if (r < 0 || (r > 0 && !hive_id_is_valid(id)))
-                return reply_error(rq, c, 400, "invalid_request",
-                                   "'id' must be 1-%d characters of [A-Za-z0-9._:-], starting with a letter or digit",
-                                   HIVE_ID_MAX);
-        if (!id)
-                id = def_id;
-        if (!hive_id_is_valid(id))
-                return reply_error(rq, c, 400, "invalid_request", "cannot derive a model id from '%s': pass \"id\"", source);
+        if (hive_req_download(o, &req, &e) < 0)
+                return reply_req_error(rq, c, &e);
+        source = req.source;
+        id = req.id;
 
         pthread_mutex_lock(&h->lock);
         /* One download per model: a second ask joins the first. */
@@ -410,32 +399,25 @@ static enum MHD_Result start_download(struct request *rq, struct MHD_Connection 
         return reply_json(rq, c, 202, resp);
 }
 
-/* Validate an inference body enough to refuse at once what cannot work. */
-static int check_infer_body(struct request *rq, struct MHD_Connection *c, struct json_object *o, const char **ret_model) {
+/* Read an inference body (hive_req_infer(), free req with
+ * hive_req_infer_done() whatever the result) and refuse at once what
+ * cannot work: a model not in the catalog, a backend it cannot have. */
+static int check_infer_body(struct request *rq, struct MHD_Connection *c, struct json_object *o,
+                            struct hive_req_infer *req) {
         _cleanup_(hive_model_freep) struct hive_model *m = NULL;
-        struct json_object *ka = NULL;
-        const char *model = NULL, *job_id = NULL, *backend = NULL;
-        int64_t keep, device = -1;
+        struct hive_req_error e;
+        const char *model, *backend;
+        int64_t device;
         int r;
 
-        if (json_get_string(o, "model", &model, NULL) <= 0 || !hive_id_is_valid(model)) {
-                reply_error(rq, c, 400, "invalid_request", "'model' (a model id from the catalog) is required");
-                return -EINVAL;
+        r = hive_req_infer(o, req, &e);
+        if (r < 0) {
+                reply_req_error(rq, c, &e);
+                return r;
         }
-        if (json_object_object_get_ex(o, "keep_alive", &ka) && ka && hive_keep_alive_from_json(ka, &keep) < 0) {
-                reply_error(rq, c, 400, "invalid_request", "'keep_alive' must be seconds (-1 = never) or a duration like \"5m\"");
-                return -EINVAL;
-        }
-        r = json_get_string(o, "job_id", &job_id, NULL);
-        if (r < 0 || (r > 0 && !hive_job_id_is_valid(job_id))) {
-                reply_error(rq, c, 400, "invalid_request", "'job_id' must be 1-%d characters of [A-Za-z0-9._:-]",
-                            HIVE_JOB_ID_MAX);
-                return -EINVAL;
-        }
-        if (json_get_string(o, "backend", &backend, NULL) < 0 || json_get_int64(o, "device", 0, 1024, &device) < 0) {
-                reply_error(rq, c, 400, "invalid_request", "'backend' must be a string and 'device' an integer 0-1024");
-                return -EINVAL;
-        }
+        model = req->model;
+        backend = req->backend;
+        device = req->device;
         r = hive_catalog_get(rq->h->catalog, model, &m);
         if (r == -ENOENT) {
                 reply_error(rq, c, 404, "model_not_found", "no model '%s' in the catalog: register or download it first",
@@ -466,12 +448,12 @@ static int check_infer_body(struct request *rq, struct MHD_Connection *c, struct
                         return r;
                 }
         }
-        *ret_model = model;
         return 0;
 }
 
+/* id: the client's job id (NULL: a random one). */
 static int new_infer_job(struct request *rq, struct MHD_Connection *c, struct json_object *o, const char *model,
-                         struct hive_job **ret) {
+                         const char *id, struct hive_job **ret) {
         struct hive *h = rq->h;
         struct hive_job *j;
         int r;
@@ -480,15 +462,14 @@ static int new_infer_job(struct request *rq, struct MHD_Connection *c, struct js
         /* Refuse at once what admission would refuse anyway, so that the
          * client gets a 503 and not a stream holding one error. */
         struct hive_worker *w = hive_worker_find(h, model);
-        if (w && w->state != HIVE_WORKER_FAILED && w->active >= 1 + h->opt.max_queue) {
+        unsigned limit = w ? hive_worker_request_limit_locked(h, w) : 0;
+        if (w && w->state != HIVE_WORKER_FAILED && w->active >= limit) {
                 h->metrics.rejected++;
                 pthread_mutex_unlock(&h->lock);
                 reply_error(rq, c, 503, "overloaded", "model '%s' is busy: %u requests running or queued (limit %u)",
-                            model, w->active, 1 + h->opt.max_queue);
+                            model, w->active, limit);
                 return -EBUSY;
         }
-        const char *id = NULL;
-        (void) json_get_string(o, "job_id", &id, NULL);
         r = hive_job_new_locked(h, HIVE_JOB_INFER, model, id, &j);
         if (r == -EEXIST) {
                 pthread_mutex_unlock(&h->lock);
@@ -517,19 +498,20 @@ static int new_infer_job(struct request *rq, struct MHD_Connection *c, struct js
 
 static enum MHD_Result handle_jobs_post(struct request *rq, struct MHD_Connection *c) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
-        const char *type = NULL, *model = NULL;
+        _cleanup_(hive_req_infer_done) struct hive_req_infer req = {};
+        enum hive_req_job_type type;
+        struct hive_req_error e;
         struct hive_job *j;
 
         if (parse_body(rq, c, &o) < 0)
                 return MHD_YES;
-        if (json_get_string(o, "type", &type, NULL) <= 0)
-                return reply_error(rq, c, 400, "invalid_request", "'type' (\"download\" or \"infer\") is required");
-        if (streq(type, "download"))
+        if (hive_req_job_type(o, &type, &e) < 0)
+                return reply_req_error(rq, c, &e);
+        if (type == HIVE_REQ_JOB_DOWNLOAD)
                 return start_download(rq, c, o);
-        if (!streq(type, "infer"))
-                return reply_error(rq, c, 400, "invalid_request", "unknown job type '%.50s' (download, infer)", type);
+        /* The job's thread sends the rest of the body to the worker. */
         json_object_object_del(o, "type");
-        if (check_infer_body(rq, c, o, &model) < 0 || new_infer_job(rq, c, o, model, &j) < 0)
+        if (check_infer_body(rq, c, o, &req) < 0 || new_infer_job(rq, c, o, req.model, req.job_id, &j) < 0)
                 return MHD_YES;
         pthread_mutex_lock(&rq->h->lock);
         struct json_object *resp = job_created(j, false);
@@ -583,6 +565,7 @@ struct job_stream {
         struct hive_job *j;
         size_t idx, off;
         int fd;
+        int watch_fd;           /* readable when the job changed (hive_job_watch_locked) */
         bool owner;             /* the client's disconnect cancels the job */
 };
 
@@ -623,14 +606,13 @@ static ssize_t job_stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                         hive_wconn_abort(j->conn);
                         continue;
                 }
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                ts.tv_nsec += 300 * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000L;
-                }
-                if (pthread_cond_timedwait(&h->changed, &h->lock, &ts) == ETIMEDOUT && client_gone(s->fd)) {
+                /* The next event or the client's hang-up, whichever comes
+                 * first: a client that waits in a queue sees no event for a
+                 * long time, and must not hold its place there. */
+                pthread_mutex_unlock(&h->lock);
+                int r = hive_job_wait(s->watch_fd, s->fd);
+                pthread_mutex_lock(&h->lock);
+                if (r < 0) {
                         if (s->owner) {
                                 hive_job_cancel_locked(h, j);
                                 hive_wconn_abort(j->conn);
@@ -649,6 +631,7 @@ static void job_stream_free(void *cls) {
                 hive_job_cancel_locked(s->h, s->j);
                 hive_wconn_abort(s->j->conn);
         }
+        hive_job_unwatch_locked(s->j, s->watch_fd);
         hive_job_unref_locked(s->h, s->j);
         pthread_mutex_unlock(&s->h->lock);
         free(s);
@@ -666,8 +649,13 @@ static enum MHD_Result reply_job_stream(struct request *rq, struct MHD_Connectio
                 pthread_mutex_unlock(&rq->h->lock);
                 return MHD_NO;
         }
-        *s = (struct job_stream) { .h = rq->h, .j = j, .fd = client_fd(c), .owner = owner };
-        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, job_stream_read, s, job_stream_free);
+        *s = (struct job_stream) { .h = rq->h, .j = j, .fd = client_fd(c), .watch_fd = -EBADF, .owner = owner };
+        pthread_mutex_lock(&rq->h->lock);
+        s->watch_fd = hive_job_watch_locked(j);
+        pthread_mutex_unlock(&rq->h->lock);
+        r = s->watch_fd >= 0 ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, job_stream_read, s,
+                                                                  job_stream_free)
+                             : NULL;
         if (!r) {
                 job_stream_free(s);
                 return MHD_NO;
@@ -729,11 +717,12 @@ static enum MHD_Result handle_workers_list(struct request *rq, struct MHD_Connec
 
 static enum MHD_Result handle_workers_spawn(struct request *rq, struct MHD_Connection *c) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
+        _cleanup_(hive_req_infer_done) struct hive_req_infer req = {};
         struct hive *h = rq->h;
         struct hive_worker *w;
-        struct json_object *ka = NULL, *resp;
-        const char *model = NULL, *backend = NULL;
-        int64_t keep = -2, device = -1;
+        struct json_object *ka, *resp;
+        struct hive_req_error e;
+        const char *model;
         bool wait = true, started = false;
         char err[1024];
         unsigned status;
@@ -742,27 +731,27 @@ static enum MHD_Result handle_workers_spawn(struct request *rq, struct MHD_Conne
 
         if (parse_body(rq, c, &o) < 0)
                 return MHD_YES;
-        if (check_infer_body(rq, c, o, &model) < 0)
+        if (check_infer_body(rq, c, o, &req) < 0)
                 return MHD_YES;
-        if (json_get_bool(o, "wait", &wait) < 0 || json_get_string(o, "backend", &backend, NULL) < 0 ||
-            json_get_int64(o, "device", 0, 1024, &device) < 0)
-                return reply_error(rq, c, 400, "invalid_request", "'wait' is a boolean, 'backend' a string, 'device' 0-1024");
-        if (json_object_object_get_ex(o, "keep_alive", &ka) && ka)
-                (void) hive_keep_alive_from_json(ka, &keep);
+        if (hive_req_spawn(o, &wait, &e) < 0)
+                return reply_req_error(rq, c, &e);
+        model = req.model;
+        ka = req.keep_alive;
         struct hive_acquire acq = {
-                .model = model, .backend = backend, .device = (int) device, .keep_alive_s = keep, .no_admission = true,
+                .model = model, .backend = req.backend, .device = (int) req.device, .keep_alive_s = req.keep_alive_s,
+                .no_admission = true,
         };
         if (!wait) {
                 /* Start it from a short-lived job thread so that this answer is immediate. */
                 struct hive_job *j;
-                _cleanup_(json_object_putp) struct json_object *req = json_object_new_object();
-                if (!req)
+                _cleanup_(json_object_putp) struct json_object *job = json_object_new_object();
+                if (!job)
                         return MHD_NO;
-                json_object_object_add(req, "model", json_object_new_string(model));
-                json_object_object_add(req, "spawn_only", json_object_new_boolean(true));
+                json_object_object_add(job, "model", json_object_new_string(model));
+                json_object_object_add(job, "spawn_only", json_object_new_boolean(true));
                 if (ka)
-                        json_object_object_add(req, "keep_alive", json_object_get(ka));
-                if (new_infer_job(rq, c, req, model, &j) < 0)
+                        json_object_object_add(job, "keep_alive", json_object_get(ka));
+                if (new_infer_job(rq, c, job, model, NULL, &j) < 0)
                         return MHD_YES;
                 pthread_mutex_lock(&h->lock);
                 resp = job_created(j, false);
@@ -801,19 +790,15 @@ static enum MHD_Result handle_workers_stop(struct request *rq, struct MHD_Connec
 }
 
 static enum MHD_Result handle_workers_cleanup(struct request *rq, struct MHD_Connection *c) {
-        _cleanup_(json_object_putp) struct json_object *o = NULL;
         struct hive *h = rq->h;
         struct json_object *resp, *reaped, *stopped;
+        struct hive_req_error e;
         char **names = NULL;
         size_t n = 0;
         bool all = false;
 
-        if (rq->body.len) {
-                if (parse_body(rq, c, &o) < 0)
-                        return MHD_YES;
-                if (json_get_bool(o, "all", &all) < 0)
-                        return reply_error(rq, c, 400, "invalid_request", "'all' must be a boolean");
-        }
+        if (hive_req_cleanup(rq->body.data, rq->body.len, &all, &e) < 0)
+                return reply_req_error(rq, c, &e);
         resp = json_object_new_object();
         reaped = json_object_new_array();
         stopped = json_object_new_array();
@@ -887,6 +872,9 @@ static ssize_t proxy_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 }
                 if (k == 0)
                         return MHD_CONTENT_READER_END_OF_STREAM;
+                /* The client hung up (hive_wconn_watch). */
+                if (k == -ECANCELED)
+                        return MHD_CONTENT_READER_END_WITH_ERROR;
                 if (k == -ETIMEDOUT) {
                         if (client_gone(s->fd) || s->h->stopping)
                                 return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -915,15 +903,14 @@ static void proxy_free(void *cls) {
  * client waits), then relay the worker's response as it is. */
 static enum MHD_Result handle_proxy(struct request *rq, struct MHD_Connection *c, const char *path, bool native) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
+        _cleanup_(hive_req_infer_done) struct hive_req_infer req = {};
         struct hive *h = rq->h;
         struct hive_worker *w = NULL;
         struct hive_wconn *conn = NULL;
-        struct json_object *ka = NULL;
-        const char *model = NULL, *backend = NULL, *ct;
-        _cleanup_(freep) char *backend_copy = NULL;
+        const char *ct;
         const char *body;
         size_t len;
-        int64_t keep = -2, device = -1;
+        int64_t keep;
         char err[1024];
         unsigned st;
         const char *code;
@@ -931,35 +918,23 @@ static enum MHD_Result handle_proxy(struct request *rq, struct MHD_Connection *c
 
         if (parse_body(rq, c, &o) < 0)
                 return MHD_YES;
-        if (check_infer_body(rq, c, o, &model) < 0)
+        if (check_infer_body(rq, c, o, &req) < 0)
                 return MHD_YES;
-        if (json_get_string(o, "backend", &backend, NULL) > 0 && !(backend_copy = strdup(backend)))
-                return MHD_NO;
-        (void) json_get_int64(o, "device", 0, 1024, &device);
-        if (json_object_object_get_ex(o, "keep_alive", &ka) && ka)
-                (void) hive_keep_alive_from_json(ka, &keep);
-        if (native) {
-                const char *id = NULL;
-                /* The worker refuses a duplicate of its own jobs; the hive's streams are checked here. */
-                if (json_get_string(o, "job_id", &id, NULL) > 0) {
-                        pthread_mutex_lock(&h->lock);
-                        struct hive_job *dup = hive_job_find_locked(h, id);
-                        bool running = dup && !dup->terminal;
-                        pthread_mutex_unlock(&h->lock);
-                        if (running)
-                                return reply_error(rq, c, 409, "job_exists", "a job with id '%s' is running", id);
-                }
-                /* The worker need not see what only the hive understands. */
-                json_object_object_del(o, "keep_alive");
-                json_object_object_del(o, "backend");
-                json_object_object_del(o, "device");
+        keep = req.keep_alive_s;
+        /* The worker refuses a duplicate of its own jobs; the hive's streams are checked here. */
+        if (native && req.job_id) {
+                pthread_mutex_lock(&h->lock);
+                struct hive_job *dup = hive_job_find_locked(h, req.job_id);
+                bool running = dup && !dup->terminal;
+                pthread_mutex_unlock(&h->lock);
+                if (running)
+                        return reply_error(rq, c, 409, "job_exists", "a job with id '%s' is running", req.job_id);
         }
         struct hive_acquire acq = {
-                .model = model, .backend = backend_copy, .device = (int) device, .keep_alive_s = keep,
+                .model = req.model, .backend = req.backend, .device = (int) req.device, .keep_alive_s = keep,
                 .client_fd = client_fd(c),
         };
-        body = json_to_string(o, &len);
-        if (!body)
+        if (hive_req_forward_body(o, native, &body, &len) < 0)
                 return MHD_NO;
         r = hive_worker_request(h, &acq, "POST", path, body, len, NULL, &w, NULL, &conn, err, sizeof(err));
         if (r == -ECANCELED) {
@@ -989,6 +964,9 @@ static enum MHD_Result handle_proxy(struct request *rq, struct MHD_Connection *c
                 return MHD_NO;
         }
         *s = (struct proxy_stream) { .h = h, .w = w, .conn = conn, .keep_alive = keep, .fd = client_fd(c), .sse = sse };
+        /* A stream that waits in the worker's queue sends nothing for a
+         * while: its client's hang-up must end the wait at once. */
+        hive_wconn_watch(conn, s->fd);
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, proxy_read, s, proxy_free);
         if (!resp) {
                 proxy_free(s);
@@ -1009,86 +987,76 @@ static enum MHD_Result handle_proxy(struct request *rq, struct MHD_Connection *c
 
 static enum MHD_Result handle_inference(struct request *rq, struct MHD_Connection *c) {
         _cleanup_(json_object_putp) struct json_object *o = NULL;
-        const char *model = NULL;
+        _cleanup_(hive_req_infer_done) struct hive_req_infer req = {};
+        struct hive_req_error e;
         struct hive_job *j;
-        bool stream = true;
+        bool stream;
 
         if (parse_body(rq, c, &o) < 0)
                 return MHD_YES;
-        if (json_get_bool(o, "stream", &stream) < 0)
-                return reply_error(rq, c, 400, "invalid_request", "'stream' must be a boolean");
+        if (hive_req_inference_stream(o, &stream, &e) < 0)
+                return reply_req_error(rq, c, &e);
         if (!stream) {
                 /* The body is parsed again by handle_proxy: cheap, and one path. */
                 return handle_proxy(rq, c, "/v1/inference", true);
         }
-        if (check_infer_body(rq, c, o, &model) < 0 || new_infer_job(rq, c, o, model, &j) < 0)
+        if (check_infer_body(rq, c, o, &req) < 0 || new_infer_job(rq, c, o, req.model, req.job_id, &j) < 0)
                 return MHD_YES;
         return reply_job_stream(rq, c, j, true);
 }
 
 /* ---- routing ---------------------------------------------------------------- */
 
-static bool seg(const char *url, const char *prefix, const char **ret_rest) {
-        size_t n = strlen(prefix);
-
-        if (strncmp(url, prefix, n) != 0 || !url[n])
-                return false;
-        *ret_rest = url + n;
-        return true;
-}
-
 static enum MHD_Result dispatch(struct request *rq, struct MHD_Connection *c, const char *url, const char *method) {
-        bool get = streq(method, "GET"), post = streq(method, "POST"), del = streq(method, "DELETE");
-        const char *rest;
-        char id[256];
+        struct hive_req_route route;
+        struct hive_req_error e;
 
-        if (streq(url, "/v1/health"))
-                return get ? handle_health(rq, c) : reply_error(rq, c, 405, "method_not_allowed", "use GET");
-        if (streq(url, "/v1/backends"))
-                return get ? handle_backends(rq, c) : reply_error(rq, c, 405, "method_not_allowed", "use GET");
-        if (streq(url, "/metrics"))
-                return get ? handle_metrics(rq, c) : reply_error(rq, c, 405, "method_not_allowed", "use GET");
-        if (streq(url, "/v1/models"))
-                return get ? handle_models_list(rq, c) : post ? handle_model_register(rq, c)
-                                                              : reply_error(rq, c, 405, "method_not_allowed", "use GET or POST");
-        if (streq(url, "/v1/models/download") && post) {
+        if (hive_req_route(url, method, &route, &e) < 0)
+                return reply_req_error(rq, c, &e);
+        switch (route.endpoint) {
+        case HIVE_EP_HEALTH:
+                return handle_health(rq, c);
+        case HIVE_EP_BACKENDS:
+                return handle_backends(rq, c);
+        case HIVE_EP_METRICS:
+                return handle_metrics(rq, c);
+        case HIVE_EP_MODELS_LIST:
+                return handle_models_list(rq, c);
+        case HIVE_EP_MODEL_REGISTER:
+                return handle_model_register(rq, c);
+        case HIVE_EP_MODEL_DOWNLOAD: {
                 _cleanup_(json_object_putp) struct json_object *o = NULL;
                 if (parse_body(rq, c, &o) < 0)
                         return MHD_YES;
                 return start_download(rq, c, o);
         }
-        if (seg(url, "/v1/models/", &rest)) {
-                snprintf(id, sizeof(id), "%s", rest);
-                return get ? reply_model(rq, c, id, 200) : del ? handle_model_delete(rq, c, id)
-                                                               : reply_error(rq, c, 405, "method_not_allowed", "use GET or DELETE");
+        case HIVE_EP_MODEL_GET:
+                return reply_model(rq, c, route.id, 200);
+        case HIVE_EP_MODEL_DELETE:
+                return handle_model_delete(rq, c, route.id);
+        case HIVE_EP_WORKERS_LIST:
+                return handle_workers_list(rq, c, NULL);
+        case HIVE_EP_WORKERS_SPAWN:
+                return handle_workers_spawn(rq, c);
+        case HIVE_EP_WORKERS_CLEANUP:
+                return handle_workers_cleanup(rq, c);
+        case HIVE_EP_WORKER_GET:
+                return handle_workers_list(rq, c, route.id);
+        case HIVE_EP_WORKER_STOP:
+                return handle_workers_stop(rq, c, route.id);
+        case HIVE_EP_JOBS_LIST:
+                return handle_jobs_list(rq, c);
+        case HIVE_EP_JOBS_POST:
+                return handle_jobs_post(rq, c);
+        case HIVE_EP_JOB:
+                return handle_job(rq, c, method, route.id);
+        case HIVE_EP_JOB_EVENTS:
+                return handle_job_events(rq, c, route.id);
+        case HIVE_EP_INFERENCE:
+                return handle_inference(rq, c);
+        case HIVE_EP_OPENAI:
+                return handle_proxy(rq, c, url, false);
         }
-        if (streq(url, "/v1/workers"))
-                return get ? handle_workers_list(rq, c, NULL) : post ? handle_workers_spawn(rq, c)
-                                                                     : reply_error(rq, c, 405, "method_not_allowed", "use GET or POST");
-        if (streq(url, "/v1/workers/cleanup"))
-                return post ? handle_workers_cleanup(rq, c) : reply_error(rq, c, 405, "method_not_allowed", "use POST");
-        if (seg(url, "/v1/workers/", &rest)) {
-                snprintf(id, sizeof(id), "%s", rest);
-                return get ? handle_workers_list(rq, c, id) : del ? handle_workers_stop(rq, c, id)
-                                                                  : reply_error(rq, c, 405, "method_not_allowed", "use GET or DELETE");
-        }
-        if (streq(url, "/v1/jobs"))
-                return get ? handle_jobs_list(rq, c) : post ? handle_jobs_post(rq, c)
-                                                            : reply_error(rq, c, 405, "method_not_allowed", "use GET or POST");
-        if (seg(url, "/v1/jobs/", &rest)) {
-                const char *slash = strchr(rest, '/');
-                snprintf(id, sizeof(id), "%.*s", (int) (slash ? slash - rest : (long) strlen(rest)), rest);
-                if (slash && streq(slash, "/events"))
-                        return get ? handle_job_events(rq, c, id) : reply_error(rq, c, 405, "method_not_allowed", "use GET");
-                if (slash)
-                        return reply_error(rq, c, 404, "not_found", "no endpoint %.200s", url);
-                return get || del ? handle_job(rq, c, method, id)
-                                  : reply_error(rq, c, 405, "method_not_allowed", "use GET or DELETE");
-        }
-        if (streq(url, "/v1/inference"))
-                return post ? handle_inference(rq, c) : reply_error(rq, c, 405, "method_not_allowed", "use POST");
-        if (streq(url, "/v1/chat/completions") || streq(url, "/v1/completions"))
-                return post ? handle_proxy(rq, c, url, false) : reply_error(rq, c, 405, "method_not_allowed", "use POST");
         return reply_error(rq, c, 404, "not_found", "no endpoint %.20s %.200s", method, url);
 }
 
@@ -1108,6 +1076,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
                 rq->unauthorized = h->api_key && !(streq(url, "/v1/health") && streq(method, "GET")) &&
                                    !http_bearer_ok(c, h->api_key, h->api_key_len);
                 *con_cls = rq;
+                http_guard_headers_received(c);
                 return MHD_YES;
         }
         if (*upload_data_size > 0) {
@@ -1117,6 +1086,9 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
                 *upload_data_size = 0;
                 return MHD_YES;
         }
+        /* The whole request is in: only the idle timeout applies from here
+         * (a job's event stream may stay quiet for long). */
+        http_guard_request_received(c);
         if (rq->responded)
                 return MHD_YES;
         if (rq->unauthorized)
@@ -1132,6 +1104,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
         struct request *rq = *con_cls;
 
+        http_guard_request_done(c);
         if (!rq)
                 return;
         if (rq->responded)
@@ -1142,22 +1115,35 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
         *con_cls = NULL;
 }
 
-int hive_server_new(struct hive *h, int listen_fd, unsigned max_connections, struct hive_server **ret) {
+int hive_server_new(struct hive *h, int listen_fd, unsigned max_connections, const struct http_guard_config *guard,
+                    struct hive_server **ret) {
         struct hive_server *s = calloc(1, sizeof(*s));
+        int r;
 
         if (!s)
                 return -ENOMEM;
         s->h = h;
+        r = http_guard_new(guard, &s->guard);
+        if (r < 0) {
+                free(s);
+                return r;
+        }
+        /* The 600 s idle timeout is for streams that wait on a job; receiving
+         * a request is bounded by the guard's much shorter deadlines. */
         s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
                                              MHD_USE_ITC | MHD_USE_ERROR_LOG,
-                                     0, NULL, NULL, access_handler, h, MHD_OPTION_LISTEN_SOCKET, listen_fd,
-                                     MHD_OPTION_CONNECTION_LIMIT, max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-                                     (unsigned) 600, MHD_OPTION_NOTIFY_COMPLETED, completed, h,
+                                     0, http_guard_accept, s->guard, access_handler, h, MHD_OPTION_LISTEN_SOCKET,
+                                     listen_fd, MHD_OPTION_CONNECTION_LIMIT, max_connections,
+                                     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 600, MHD_OPTION_NOTIFY_COMPLETED,
+                                     completed, h, MHD_OPTION_NOTIFY_CONNECTION, http_guard_notify, s->guard,
+                                     MHD_OPTION_EXTERNAL_LOGGER, http_guard_mhd_log, NULL,
                                      MHD_OPTION_THREAD_STACK_SIZE, (size_t) (512 * 1024), MHD_OPTION_END);
         if (!s->daemon) {
+                http_guard_free(s->guard);
                 free(s);
                 return -EIO;
         }
+        h->guard = s->guard;
         *ret = s;
         return 0;
 }
@@ -1172,6 +1158,8 @@ struct hive_server *hive_server_free(struct hive_server *s) {
                 return NULL;
         if (s->daemon)
                 MHD_stop_daemon(s->daemon);
+        s->h->guard = NULL;
+        http_guard_free(s->guard);      /* after the daemon, which unregisters every connection */
         free(s);
         return NULL;
 }

@@ -140,8 +140,13 @@ int hive_keep_alive_from_json(struct json_object *v, int64_t *ret) {
                 *ret = d < 0 ? -1 : (int64_t) d;
                 return 0;
         }
-        if (json_object_is_type(v, json_type_string))
-                return hive_keep_alive_from_string(json_object_get_string(v), ret);
+        if (json_object_is_type(v, json_type_string)) {
+                const char *s = json_object_get_string(v);
+                /* "5m\u0000junk" must not pass as "5m". */
+                if ((size_t) json_object_get_string_len(v) != strlen(s))
+                        return -EINVAL;
+                return hive_keep_alive_from_string(s, ret);
+        }
         return -EINVAL;
 }
 

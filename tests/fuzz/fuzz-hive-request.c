@@ -1,17 +1,21 @@
 /* SPDX-License-Identifier: MIT */
-/* Every request body the hive parses, validated field by field in the order
- * hive/server.c does it, with the same helpers (json_parse_strict,
- * json_get_*, hive_id_is_valid, hive_download_parse_source,
- * hive_keep_alive_from_json, hive_backends_check), so that no SQLite, worker
- * or network is needed. The first byte picks the endpoint:
+/* The hive's request parsing, the code hive/server.c runs: hive/requests.c
+ * (the route, the body, each endpoint's fields). What the handlers do between
+ * two of its calls (the catalog lookup of the model, the workers) is taken
+ * to succeed. The first byte picks what is parsed:
+ *   0xf0-0xff: the route: the second byte picks the method, the rest is the URL
+ *   else, modulo 6, the body (the rest of the input) of
  *   0 POST /v1/models              register a local file
- *   1 POST /v1/models/download     and POST /v1/jobs {"type":"download"}
- *   2 POST /v1/jobs                {"type":"infer"} and the others
- *   3 POST /v1/inference           and /v1/chat/completions, /v1/completions
+ *   1 POST /v1/models/download
+ *   2 POST /v1/jobs                {"type": "download"} or {"type": "infer"}
+ *   3 POST /v1/inference           (first byte / 6 even: streamed as a job, or relayed)
+ *     or /v1/chat/completions      (odd: relayed as it is)
  *   4 POST /v1/workers             spawn
- *   5 POST /v1/workers/cleanup
+ *   5 POST /v1/workers/cleanup     (the body may be empty)
  * What is accepted must be safe to use: ids that cannot leave the models
- * directory, absolute paths, sources that name no parent directory. */
+ * directory, absolute paths, sources that name no parent directory, a relayed
+ * body that parses again without the hive's own fields. What is refused has
+ * a status, a code and a message that a client can parse (valid UTF-8). */
 
 #include <errno.h>
 #include <stdbool.h>
@@ -19,19 +23,30 @@
 
 #include "fuzz.h"
 #include "hive/hive.h"
+#include "hive/requests.h"
+#include "hive/util.h"
 #include "json-util.h"
 #include "strutil.h"
-#include "hive/util.h"
 
-#define HIVE_BODY_DEPTH 64
-
-static struct hive_backends backends = {
+static const struct hive_backends backends = {
         .cpu = { .name = "fuzz", .cores = 4, .physical_cores = 2, .simd = "avx2", .mem_total = 8ull << 30,
                  .mem_available = 4ull << 30 },
         .cuda_available = true,
-        .n_gpus = 1,
-        .gpus = { { .name = "fuzz-gpu", .mem_total = 8ull << 30, .mem_free = 6ull << 30, .cc_major = 8 } },
+        .n_gpus = 2,
+        .gpus = { { .name = "fuzz-gpu", .mem_total = 8ull << 30, .mem_free = 6ull << 30, .cc_major = 8 },
+                  { .name = "fuzz-gpu", .mem_total = 8ull << 30, .cc_major = 9 } },
+        .cuda_workerd = "/usr/sbin/rbee-workerd-cuda",
 };
+
+static void check_refusal(int r, const struct hive_req_error *e) {
+        FUZZ_CHECK(r == -EINVAL || r == -ENOMEM);
+        FUZZ_CHECK(e->status >= 400 && e->status <= 599);
+        FUZZ_CHECK(e->code && e->code[0]);
+        size_t n = strnlen(e->message, sizeof(e->message));
+        FUZZ_CHECK(n >= 1 && n < sizeof(e->message));
+        /* It goes out in a JSON answer that clients parse strictly. */
+        FUZZ_CHECK(utf8_is_valid(e->message, n));
+}
 
 /* An id that passes is one file name inside the models directory. */
 static void check_id(const char *id) {
@@ -61,179 +76,276 @@ static void check_no_dot_segments(const char *s) {
         }
 }
 
-static int get_keep_alive(struct json_object *o) {
-        struct json_object *ka = NULL;
-        int64_t keep = -2;
+/* s is the string o[key]. */
+static bool is_field(struct json_object *o, const char *key, const char *s) {
+        const char *v = NULL;
 
-        if (json_object_object_get_ex(o, "keep_alive", &ka) && ka) {
-                if (hive_keep_alive_from_json(ka, &keep) < 0)
-                        return 400;
-                FUZZ_CHECK(keep >= -1 && keep <= INT32_MAX);
-        }
-        return 0;
+        return json_get_string(o, key, &v, NULL) > 0 && v == s;
 }
 
-static int check_backend(struct json_object *o) {
-        const char *backend = NULL;
-        int64_t device = 0;
+static void model_register(struct json_object *o) {
+        struct hive_req_register req;
+        struct hive_req_error e;
         char err[512];
+        int r;
 
-        if (json_get_string(o, "backend", &backend, NULL) < 0 || json_get_int64(o, "device", 0, 1024, &device) < 0)
-                return 400;
-        FUZZ_CHECK(device >= 0 && device <= 1024);
-        if (backend && hive_backends_check(&backends, backend, (int) device, 0, err, sizeof(err)) < 0) {
-                FUZZ_CHECK(err[0]);
-                return 400;
-        }
-        return 0;
-}
-
-static int model_register(struct json_object *o) {
-        const char *id = NULL, *path = NULL;
-
-        if (json_get_string(o, "id", &id, NULL) <= 0 || !hive_id_is_valid(id))
-                return 400;
-        if (json_get_string(o, "path", &path, NULL) <= 0 || path[0] != '/')
-                return 400;
-        if (check_backend(o))
-                return 400;
-        check_id(id);
-        return 201;
-}
-
-static int download(struct json_object *o) {
-        char *repo = NULL, *sel = NULL, *def_id = NULL;
-        const char *source = NULL, *id = NULL;
-        char err[512] = "";
-        int r, status = 400;
-
-        if (json_get_string(o, "source", &source, NULL) <= 0)
-                return 400;
-        r = hive_download_parse_source(source, &repo, &sel, &def_id, err, sizeof(err));
+        r = hive_req_register(o, &backends, &req, &e);
         if (r < 0) {
-                FUZZ_CHECK(r == -EINVAL && err[0]);
-                return 400;
+                check_refusal(r, &e);
+                FUZZ_CHECK(e.status == 400);
+                return;
         }
-        if (str_startswith(source, "hf:")) {
-                FUZZ_CHECK(repo && strchr(repo, '/') && strchr(repo, '/') == strrchr(repo, '/'));
-                check_no_dot_segments(repo);
-                check_no_dot_segments(sel);
-                FUZZ_CHECK(!sel || sel[0] != '/');
+        check_id(req.id);
+        FUZZ_CHECK(is_field(o, "id", req.id) && is_field(o, "path", req.path) && req.path[0] == '/');
+        FUZZ_CHECK(req.device >= 0 && req.device <= 1024);
+        FUZZ_CHECK(!req.backend || is_field(o, "backend", req.backend));
+        FUZZ_CHECK(!req.backend || hive_backends_check(&backends, req.backend, req.device, 0, err, sizeof(err)) == 0);
+}
+
+static void download(struct json_object *o) {
+        struct hive_req_download req;
+        struct hive_req_error e;
+        int r;
+
+        r = hive_req_download(o, &req, &e);
+        if (r < 0) {
+                check_refusal(r, &e);
+                FUZZ_CHECK(e.status == 400 || r == -ENOMEM);
+                hive_req_download_done(&req);
+                return;
+        }
+        FUZZ_CHECK(is_field(o, "source", req.source));
+        if (str_startswith(req.source, "hf:")) {
+                FUZZ_CHECK(req.repo && strchr(req.repo, '/') && strchr(req.repo, '/') == strrchr(req.repo, '/'));
+                check_no_dot_segments(req.repo);
+                check_no_dot_segments(req.sel);
+                FUZZ_CHECK(!req.sel || req.sel[0] != '/');
         } else {
-                FUZZ_CHECK(str_startswith(source, "file:///") && !repo && sel && sel[0] == '/');
+                FUZZ_CHECK(str_startswith(req.source, "file:///") && !req.repo && req.sel &&
+                           streq(req.sel, req.source + 7));
         }
-        r = json_get_string(o, "id", &id, NULL);
-        if (r < 0 || (r > 0 && !hive_id_is_valid(id)))
-                goto out;
-        if (!id)
-                id = def_id;
-        if (!hive_id_is_valid(id))
-                goto out;
-        check_id(id);
-        status = 202;
-out:
-        free(repo);
-        free(sel);
-        free(def_id);
-        return status;
+        check_id(req.id);
+        FUZZ_CHECK(is_field(o, "id", req.id) || req.id == req.default_id);
+        hive_req_download_done(&req);
+        FUZZ_CHECK(!req.repo && !req.sel && !req.default_id);
 }
 
-static int check_infer(struct json_object *o) {
-        const char *model = NULL;
+/* Returns whether it was accepted; req is to be freed either way. */
+static bool infer(struct json_object *o, struct hive_req_infer *req) {
+        struct hive_req_error e;
+        int r;
 
-        if (json_get_string(o, "model", &model, NULL) <= 0 || !hive_id_is_valid(model))
-                return 400;
-        if (get_keep_alive(o))
-                return 400;
-        check_id(model);
-        return 0;
+        r = hive_req_infer(o, req, &e);
+        if (r < 0) {
+                check_refusal(r, &e);
+                FUZZ_CHECK(e.status == 400 || r == -ENOMEM);
+                return false;
+        }
+        check_id(req->model);
+        FUZZ_CHECK(is_field(o, "model", req->model));
+        if (req->job_id) {
+                FUZZ_CHECK(is_field(o, "job_id", req->job_id) && hive_job_id_is_valid(req->job_id));
+                FUZZ_CHECK(strlen(req->job_id) <= HIVE_JOB_ID_MAX && !strchr(req->job_id, '/'));
+        }
+        FUZZ_CHECK(!req->backend || streq(req->backend, json_object_get_string(json_object_object_get(o, "backend"))));
+        FUZZ_CHECK(req->device >= -1 && req->device <= 1024);
+        if (req->keep_alive) {
+                FUZZ_CHECK(json_object_object_get(o, "keep_alive") == req->keep_alive);
+                FUZZ_CHECK(req->keep_alive_s >= -1 && req->keep_alive_s <= INT32_MAX);
+        } else
+                FUZZ_CHECK(req->keep_alive_s == -2);
+        return true;
 }
 
-static int jobs_post(struct json_object *o) {
-        const char *type = NULL;
+static void jobs_post(struct json_object *o) {
+        enum hive_req_job_type type;
+        struct hive_req_error e;
+        const char *t = NULL;
+        int r;
 
-        if (json_get_string(o, "type", &type, NULL) <= 0)
-                return 400;
-        if (streq(type, "download"))
-                return download(o);
-        if (!streq(type, "infer"))
-                return 400;
+        r = hive_req_job_type(o, &type, &e);
+        if (r < 0) {
+                check_refusal(r, &e);
+                FUZZ_CHECK(e.status == 400);
+                return;
+        }
+        FUZZ_CHECK(json_get_string(o, "type", &t, NULL) > 0);
+        FUZZ_CHECK(type == (streq(t, "download") ? HIVE_REQ_JOB_DOWNLOAD : HIVE_REQ_JOB_INFER));
+        if (type == HIVE_REQ_JOB_DOWNLOAD) {
+                download(o);
+                return;
+        }
+        FUZZ_CHECK(streq(t, "infer"));
+        /* As handle_jobs_post(): the worker is not told the type. */
         json_object_object_del(o, "type");
-        return check_infer(o) ? 400 : 202;
+        struct hive_req_infer req;
+        (void) infer(o, &req);
+        hive_req_infer_done(&req);
 }
 
-static int inference(struct json_object *o) {
-        bool stream = true;
-        int64_t device = -1;
-        const char *backend = NULL;
-
-        if (json_get_bool(o, "stream", &stream) < 0)
-                return 400;
-        if (check_infer(o))
-                return 400;
-        /* The proxy path reads these leniently, then drops them before the worker sees the body. */
-        (void) json_get_string(o, "backend", &backend, NULL);
-        (void) json_get_int64(o, "device", 0, 1024, &device);
-        if (!stream) {
-                json_object_object_del(o, "keep_alive");
-                json_object_object_del(o, "backend");
-                json_object_object_del(o, "device");
-        }
-        size_t len = 0;
-        const char *body = json_to_string(o, &len);
-        FUZZ_CHECK(body && strlen(body) == len);
-        /* What goes to the worker parses again. */
+/* What handle_proxy() sends to the worker. */
+static void forward(struct json_object *o, bool native) {
         struct json_object *again = NULL;
+        const char *body = NULL, *model = NULL;
+        size_t len = 0, n_fields = (size_t) json_object_object_length(o);
         char err[256];
-        FUZZ_CHECK(json_parse_strict(body, len, HIVE_BODY_DEPTH + 1, &again, err, sizeof(err)) == 0);
+
+        FUZZ_CHECK(hive_req_forward_body(o, native, &body, &len) == 0);
+        FUZZ_CHECK(body && strlen(body) == len);
+        FUZZ_CHECK(json_parse_strict(body, len, HIVE_REQ_MAX_DEPTH, &again, err, sizeof(err)) == 0);
+        FUZZ_CHECK(json_object_is_type(again, json_type_object));
+        FUZZ_CHECK(json_get_string(again, "model", &model, NULL) > 0 && hive_id_is_valid(model));
+        if (native)
+                FUZZ_CHECK(!json_object_object_get_ex(again, "keep_alive", NULL) &&
+                           !json_object_object_get_ex(again, "backend", NULL) &&
+                           !json_object_object_get_ex(again, "device", NULL));
+        else
+                FUZZ_CHECK((size_t) json_object_object_length(again) == n_fields);
         json_object_put(again);
-        return 200;
 }
 
-static int workers_spawn(struct json_object *o) {
-        bool wait = true;
+static void inference(struct json_object *o, bool native) {
+        struct hive_req_infer req;
+        struct hive_req_error e;
+        bool stream = true;
+        int r;
 
-        if (check_infer(o))
-                return 400;
-        if (json_get_bool(o, "wait", &wait) < 0 || check_backend(o))
-                return 400;
-        return wait ? 201 : 202;
+        if (native) {
+                r = hive_req_inference_stream(o, &stream, &e);
+                if (r < 0) {
+                        check_refusal(r, &e);
+                        FUZZ_CHECK(e.status == 400);
+                        return;
+                }
+        }
+        /* A stream becomes a job: its thread (hive/infer.c) makes the worker's body itself. */
+        if (infer(o, &req) && (!native || !stream))
+                forward(o, native);
+        hive_req_infer_done(&req);
 }
 
-static int workers_cleanup(struct json_object *o) {
-        bool all = false;
+static void workers_spawn(struct json_object *o) {
+        struct hive_req_infer req;
+        struct hive_req_error e;
+        bool wait;
+        int r;
 
-        return json_get_bool(o, "all", &all) < 0 ? 400 : 200;
+        if (infer(o, &req)) {
+                r = hive_req_spawn(o, &wait, &e);
+                if (r < 0) {
+                        check_refusal(r, &e);
+                        FUZZ_CHECK(e.status == 400);
+                }
+        }
+        hive_req_infer_done(&req);
+}
+
+static void workers_cleanup(const char *body, size_t len) {
+        struct hive_req_error e;
+        bool all = true;
+        int r;
+
+        r = hive_req_cleanup(body, len, &all, &e);
+        if (r < 0) {
+                check_refusal(r, &e);
+                FUZZ_CHECK(e.status == 400 && len > 0);
+                return;
+        }
+        FUZZ_CHECK(len || !all);
+}
+
+static void route(const uint8_t *data, size_t size) {
+        static const char *const methods[] = { "GET", "POST", "DELETE", "PUT", "HEAD", "OPTIONS" };
+        struct hive_req_route rt;
+        struct hive_req_error e;
+        const char *method, *rest;
+        int r;
+
+        if (size < 1)
+                return;
+        method = methods[data[0] % ELEMENTSOF(methods)];
+        /* libmicrohttpd hands over the path as a C string. */
+        char *url = fuzz_strndup(data + 1, size - 1);
+        r = hive_req_route(url, method, &rt, &e);
+        if (r < 0) {
+                check_refusal(r, &e);
+                FUZZ_CHECK(e.status == 404 || e.status == 405);
+                FUZZ_CHECK(streq(e.code, e.status == 404 ? "not_found" : "method_not_allowed"));
+                free(url);
+                return;
+        }
+        switch (rt.endpoint) {
+        case HIVE_EP_MODEL_GET:
+        case HIVE_EP_MODEL_DELETE:
+                FUZZ_CHECK(str_startswith(url, "/v1/models/"));
+                rest = url + strlen("/v1/models/");
+                FUZZ_CHECK(rt.id[0]);
+                break;
+        case HIVE_EP_WORKER_GET:
+        case HIVE_EP_WORKER_STOP:
+                FUZZ_CHECK(str_startswith(url, "/v1/workers/"));
+                rest = url + strlen("/v1/workers/");
+                FUZZ_CHECK(rt.id[0]);
+                break;
+        case HIVE_EP_JOB:
+        case HIVE_EP_JOB_EVENTS:
+                FUZZ_CHECK(str_startswith(url, "/v1/jobs/"));
+                rest = url + strlen("/v1/jobs/");
+                FUZZ_CHECK(!strchr(rt.id, '/'));
+                FUZZ_CHECK(rt.endpoint == HIVE_EP_JOB ? !strchr(rest, '/') : str_endswith(rest, "/events"));
+                break;
+        default:
+                /* No id in these URLs. */
+                FUZZ_CHECK(!rt.id[0] && url[0] == '/' && strlen(url) <= strlen("/v1/chat/completions"));
+                rest = NULL;
+                break;
+        }
+        if (rest) {
+                /* The id is the URL's, cut to the buffer ("" for /v1/jobs//events: no such job). */
+                size_t n = strlen(rt.id);
+                FUZZ_CHECK(n < sizeof(rt.id) && strncmp(rest, rt.id, n) == 0);
+                FUZZ_CHECK(n == sizeof(rt.id) - 1 || rest[n] == 0 || rest[n] == '/');
+        }
+        free(url);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         struct json_object *o = NULL;
-        char err[512] = "";
+        struct hive_req_error e;
         int r;
 
         if (size < 1)
                 return 0;
-        char *body = malloc(size - 1 ? size - 1 : 1);
+        if (data[0] >= 0xf0) {
+                route(data + 1, size - 1);
+                return 0;
+        }
+        /* An exact copy, so that ASan sees a read past the end of the body. */
+        size_t len = size - 1;
+        char *body = malloc(len ? len : 1);
         FUZZ_CHECK(body);
-        memcpy(body, data + 1, size - 1);
-        r = json_parse_strict(body, size - 1, HIVE_BODY_DEPTH, &o, err, sizeof(err));
-        if (r < 0) {
-                FUZZ_CHECK(r == -E2BIG || (r == -EBADMSG && err[0]));
-                FUZZ_CHECK(!o);
+        memcpy(body, data + 1, len);
+        unsigned mode = data[0] % 6;
+        if (mode == 5) {
+                workers_cleanup(body, len);
                 free(body);
                 return 0;
         }
-        FUZZ_CHECK(utf8_is_valid(body, size - 1));
-        /* Like parse_body(): only objects go further. */
-        if (o && json_object_is_type(o, json_type_object)) {
-                switch (data[0] % 6) {
-                case 0: (void) model_register(o); break;
-                case 1: (void) download(o); break;
-                case 2: (void) jobs_post(o); break;
-                case 3: (void) inference(o); break;
-                case 4: (void) workers_spawn(o); break;
-                default: (void) workers_cleanup(o); break;
-                }
+        r = hive_req_parse_body(body, len, &o, &e);
+        if (r < 0) {
+                check_refusal(r, &e);
+                FUZZ_CHECK(e.status == 400 && !o);
+                free(body);
+                return 0;
+        }
+        FUZZ_CHECK(o && json_object_is_type(o, json_type_object));
+        FUZZ_CHECK(utf8_is_valid(body, len));
+        switch (mode) {
+        case 0: model_register(o); break;
+        case 1: download(o); break;
+        case 2: jobs_post(o); break;
+        case 3: inference(o, (data[0] / 6) % 2 == 0); break;
+        default: workers_spawn(o); break;
         }
         json_object_put(o);
         free(body);
