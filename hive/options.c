@@ -7,6 +7,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "http-guard.h"
 #include "logging.h"
 #include "options.h"
 #include "strutil.h"
@@ -25,10 +26,11 @@ static void help(void) {
                "      --units MODE             auto, systemd or process (default auto: systemd when the system bus answers)\n"
                "      --workerd PATH           the worker binary for process mode (default: next to rbee-hive, else /usr/sbin/rbee-workerd)\n"
                "      --keep-alive DUR         unload idle workers after DUR (default 5m; 0 = at once, -1 = never)\n"
-               "      --max-queue N            requests waiting per worker beyond the running one (default 4)\n"
+               "      --max-queue N            requests waiting per worker while all its slots are busy (default 4)\n"
                "      --max-workers N          workers at once (default 0 = no limit)\n"
                "      --max-jobs N             concurrent jobs (default 64)\n"
                "      --worker-threads N       --threads for each worker (default: the worker's)\n"
+               "      --worker-parallel N      --parallel (slots) for each worker (default: the worker's, 4 or fewer)\n"
                "      --start-timeout DUR      how long a worker may take to become ready (default 5min)\n"
                "      --stop-timeout DUR       SIGTERM before SIGKILL (default 10s)\n"
                "      --health-interval DUR    worker health checks (default 10s; 0 = off)\n"
@@ -39,9 +41,26 @@ static void help(void) {
                "      --download-backoff DUR   first retry delay, doubled each time (default 1s)\n"
                "      --api-key-file PATH      require this bearer key (else $RBEE_API_KEY)\n"
                "      --stop-workers-on-exit   stop process-mode workers when the hive exits (default: they keep running)\n"
+               "      --header-timeout DUR     a request's headers must arrive within DUR of the connection or of the\n"
+               "                               previous response, else it is closed (default 10s; 0 = no limit)\n"
+               "      --body-timeout DUR       a request's body must arrive within DUR of its headers\n"
+               "                               (default 30s; 0 = no limit)\n"
+               "      --max-conns-per-peer N   connections one client address (IPv6: its /64) may hold; loopback and\n"
+               "                               unix clients are exempt (default 64; 0 = no limit)\n"
+               "      --cap-local-peers        apply --max-conns-per-peer to loopback and unix clients too\n"
                "      --log-level LEVEL        err, warning, notice, info (default), debug\n"
                "  -h, --help                   this help\n"
                "      --version                print the version\n");
+}
+
+/* 0 turns the limit off; below 100 ms no real client could make it. */
+static int parse_guard_timeout(const char *v, uint64_t *ret) {
+        uint64_t t;
+
+        if (parse_duration_usec(v, &t) < 0 || (t != 0 && (t < 100000 || t > UINT64_C(3600000000))))
+                return -EINVAL;
+        *ret = t;
+        return 0;
 }
 
 static int bad(const char *opt, const char *val, const char *what) {
@@ -110,9 +129,10 @@ static int default_workerd(char **ret) {
 int hive_options_parse(int argc, char **argv, struct hive_options *ret) {
         enum {
                 ARG_STATE_DIR = 0x100, ARG_RUNTIME_DIR, ARG_UNITS, ARG_WORKERD, ARG_KEEP_ALIVE, ARG_MAX_QUEUE,
-                ARG_MAX_WORKERS, ARG_MAX_JOBS, ARG_WORKER_THREADS, ARG_START_TIMEOUT, ARG_STOP_TIMEOUT,
-                ARG_HEALTH_INTERVAL, ARG_FAILED_LINGER, ARG_HF_ENDPOINT, ARG_DL_RETRIES, ARG_DL_STALL, ARG_DL_BACKOFF,
-                ARG_API_KEY_FILE, ARG_STOP_ON_EXIT, ARG_LOG_LEVEL, ARG_VERSION,
+                ARG_MAX_WORKERS, ARG_MAX_JOBS, ARG_WORKER_THREADS, ARG_WORKER_PARALLEL, ARG_START_TIMEOUT,
+                ARG_STOP_TIMEOUT, ARG_HEALTH_INTERVAL, ARG_FAILED_LINGER, ARG_HF_ENDPOINT, ARG_DL_RETRIES, ARG_DL_STALL,
+                ARG_DL_BACKOFF, ARG_API_KEY_FILE, ARG_STOP_ON_EXIT, ARG_LOG_LEVEL, ARG_VERSION,
+                ARG_HEADER_TIMEOUT, ARG_BODY_TIMEOUT, ARG_MAX_CONNS_PER_PEER, ARG_CAP_LOCAL_PEERS,
         };
         static const struct option longopts[] = {
                 { "listen", required_argument, NULL, 'l' },
@@ -125,6 +145,7 @@ int hive_options_parse(int argc, char **argv, struct hive_options *ret) {
                 { "max-workers", required_argument, NULL, ARG_MAX_WORKERS },
                 { "max-jobs", required_argument, NULL, ARG_MAX_JOBS },
                 { "worker-threads", required_argument, NULL, ARG_WORKER_THREADS },
+                { "worker-parallel", required_argument, NULL, ARG_WORKER_PARALLEL },
                 { "start-timeout", required_argument, NULL, ARG_START_TIMEOUT },
                 { "stop-timeout", required_argument, NULL, ARG_STOP_TIMEOUT },
                 { "health-interval", required_argument, NULL, ARG_HEALTH_INTERVAL },
@@ -135,6 +156,10 @@ int hive_options_parse(int argc, char **argv, struct hive_options *ret) {
                 { "download-backoff", required_argument, NULL, ARG_DL_BACKOFF },
                 { "api-key-file", required_argument, NULL, ARG_API_KEY_FILE },
                 { "stop-workers-on-exit", no_argument, NULL, ARG_STOP_ON_EXIT },
+                { "header-timeout", required_argument, NULL, ARG_HEADER_TIMEOUT },
+                { "body-timeout", required_argument, NULL, ARG_BODY_TIMEOUT },
+                { "max-conns-per-peer", required_argument, NULL, ARG_MAX_CONNS_PER_PEER },
+                { "cap-local-peers", no_argument, NULL, ARG_CAP_LOCAL_PEERS },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -153,6 +178,10 @@ int hive_options_parse(int argc, char **argv, struct hive_options *ret) {
                 .download_stall_usec = 30u * 1000000u,
                 .download_retry_base_usec = 1000000u,
                 .log_level = LOG_INFO,
+                .header_timeout_usec = HTTP_GUARD_HEADER_TIMEOUT_USEC,
+                .body_timeout_usec = HTTP_GUARD_BODY_TIMEOUT_USEC,
+                /* An eighth of the 512 connections: it takes eight addresses to fill them. */
+                .max_conns_per_peer = 64,
         };
         const char *env;
         int64_t v;
@@ -214,6 +243,13 @@ int hive_options_parse(int argc, char **argv, struct hive_options *ret) {
                         else
                                 o.worker_threads = (int) v;
                         break;
+                case ARG_WORKER_PARALLEL:
+                        /* The worker's own range. */
+                        if (parse_int64(optarg, 1, 256, &v) < 0)
+                                r = bad("--worker-parallel", optarg, "1-256");
+                        else
+                                o.worker_parallel = (unsigned) v;
+                        break;
                 case ARG_START_TIMEOUT:
                         if (parse_duration_usec(optarg, &o.start_timeout_usec) < 0 || !o.start_timeout_usec)
                                 r = bad("--start-timeout", optarg, "a duration such as 5min");
@@ -252,6 +288,23 @@ int hive_options_parse(int argc, char **argv, struct hive_options *ret) {
                         break;
                 case ARG_STOP_ON_EXIT:
                         o.stop_workers_on_exit = true;
+                        break;
+                case ARG_HEADER_TIMEOUT:
+                        if (parse_guard_timeout(optarg, &o.header_timeout_usec) < 0)
+                                r = bad("--header-timeout", optarg, "0, or a duration from 100ms to 1h");
+                        break;
+                case ARG_BODY_TIMEOUT:
+                        if (parse_guard_timeout(optarg, &o.body_timeout_usec) < 0)
+                                r = bad("--body-timeout", optarg, "0, or a duration from 100ms to 1h");
+                        break;
+                case ARG_MAX_CONNS_PER_PEER:
+                        if (parse_int64(optarg, 0, 65536, &v) < 0)
+                                r = bad("--max-conns-per-peer", optarg, "0-65536");
+                        else
+                                o.max_conns_per_peer = (unsigned) v;
+                        break;
+                case ARG_CAP_LOCAL_PEERS:
+                        o.cap_local_peers = true;
                         break;
                 case ARG_LOG_LEVEL:
                         if (log_level_from_string(optarg, &o.log_level) < 0)

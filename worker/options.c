@@ -5,6 +5,7 @@
 #include <string.h>
 #include <syslog.h>
 
+#include "http-guard.h"
 #include "logging.h"
 #include "options.h"
 #include "rbee-engine.h"
@@ -34,10 +35,27 @@ static void help(void) {
                "      --max-connections N   concurrent HTTP connections (default 64)\n"
                "      --max-body BYTES      largest request body (default 8388608)\n"
                "      --shutdown-timeout T  how long SIGTERM waits for the engine (default 5s)\n"
+               "      --header-timeout T    a request's headers must arrive within T of the connection or of\n"
+               "                            the previous response, else it is closed (default 10s; 0 = no limit)\n"
+               "      --body-timeout T      a request's body must arrive within T of its headers (default 30s;\n"
+               "                            0 = no limit)\n"
+               "      --max-conns-per-peer N  connections one client address (IPv6: its /64) may hold; loopback\n"
+               "                            and unix clients are exempt (default 16; 0 = no limit)\n"
+               "      --cap-local-peers     apply --max-conns-per-peer to loopback and unix clients too\n"
                "      --mlock               lock the model in RAM\n"
                "      --log-level LEVEL     err, warning, notice, info (default), debug\n"
                "  -h, --help                this help\n"
                "      --version             print the version\n");
+}
+
+/* 0 turns the limit off; below 100 ms no real client could make it. */
+static int parse_guard_timeout(const char *v, uint64_t *ret) {
+        uint64_t t;
+
+        if (parse_duration_usec(v, &t) < 0 || (t != 0 && (t < 100000 || t > UINT64_C(3600000000))))
+                return -EINVAL;
+        *ret = t;
+        return 0;
 }
 
 static int bad(const char *opt, const char *val, const char *what) {
@@ -71,6 +89,10 @@ int worker_options_parse(int argc, char **argv, struct worker_options *ret) {
                 ARG_VERSION,
                 ARG_DEVICE,
                 ARG_PARALLEL,
+                ARG_HEADER_TIMEOUT,
+                ARG_BODY_TIMEOUT,
+                ARG_MAX_CONNS_PER_PEER,
+                ARG_CAP_LOCAL_PEERS,
         };
         static const struct option longopts[] = {
                 { "model", required_argument, NULL, 'm' },
@@ -89,6 +111,10 @@ int worker_options_parse(int argc, char **argv, struct worker_options *ret) {
                 { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
                 { "max-body", required_argument, NULL, ARG_MAX_BODY },
                 { "shutdown-timeout", required_argument, NULL, ARG_SHUTDOWN_TIMEOUT },
+                { "header-timeout", required_argument, NULL, ARG_HEADER_TIMEOUT },
+                { "body-timeout", required_argument, NULL, ARG_BODY_TIMEOUT },
+                { "max-conns-per-peer", required_argument, NULL, ARG_MAX_CONNS_PER_PEER },
+                { "cap-local-peers", no_argument, NULL, ARG_CAP_LOCAL_PEERS },
                 { "mlock", no_argument, NULL, ARG_MLOCK },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 { "help", no_argument, NULL, 'h' },
@@ -100,6 +126,12 @@ int worker_options_parse(int argc, char **argv, struct worker_options *ret) {
                 .max_connections = 64,
                 .max_body = 8u << 20,
                 .shutdown_timeout_usec = 5000000,
+                .header_timeout_usec = HTTP_GUARD_HEADER_TIMEOUT_USEC,
+                .body_timeout_usec = HTTP_GUARD_BODY_TIMEOUT_USEC,
+                /* A quarter of the default 64 connections, and more than one
+                 * client can use: past --parallel + --max-queue requests it
+                 * only gets 503s. */
+                .max_conns_per_peer = 16,
                 .log_level = LOG_INFO,
                 .device = -2,
         };
@@ -188,6 +220,23 @@ int worker_options_parse(int argc, char **argv, struct worker_options *ret) {
                 case ARG_SHUTDOWN_TIMEOUT:
                         if (parse_duration_usec(optarg, &o.shutdown_timeout_usec) < 0)
                                 r = bad("--shutdown-timeout", optarg, "a duration such as 5s or 500ms");
+                        break;
+                case ARG_HEADER_TIMEOUT:
+                        if (parse_guard_timeout(optarg, &o.header_timeout_usec) < 0)
+                                r = bad("--header-timeout", optarg, "0, or a duration from 100ms to 1h");
+                        break;
+                case ARG_BODY_TIMEOUT:
+                        if (parse_guard_timeout(optarg, &o.body_timeout_usec) < 0)
+                                r = bad("--body-timeout", optarg, "0, or a duration from 100ms to 1h");
+                        break;
+                case ARG_MAX_CONNS_PER_PEER:
+                        if (parse_int64(optarg, 0, 65536, &v) < 0)
+                                r = bad("--max-conns-per-peer", optarg, "0-65536");
+                        else
+                                o.max_conns_per_peer = (unsigned) v;
+                        break;
+                case ARG_CAP_LOCAL_PEERS:
+                        o.cap_local_peers = true;
                         break;
                 case ARG_MLOCK:
                         o.mlock = true;

@@ -24,6 +24,10 @@ struct worker_options {
         unsigned max_connections;
         uint64_t max_body;
         uint64_t shutdown_timeout_usec;
+        uint64_t header_timeout_usec;   /* 0: no limit (common/http-guard.h) */
+        uint64_t body_timeout_usec;     /* 0: no limit */
+        unsigned max_conns_per_peer;    /* 0: no cap */
+        bool cap_local_peers;
         int log_level;
         bool mlock;
 };

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "format.h"
+#include "http-guard.h"
 #include "http-util.h"
 #include "json-util.h"
 #include "logging.h"
@@ -16,6 +17,7 @@ struct worker_server {
         struct worker_server_config cfg;
         char *api_key;
         struct MHD_Daemon *daemon;
+        struct http_guard *guard;
         struct worker_inference *inf;
         struct worker_metrics *metrics;
         bool quiesced;
@@ -125,6 +127,7 @@ static enum MHD_Result handle_health(struct request *rq, struct MHD_Connection *
         json_object_object_add(o, "queue_depth", json_object_new_int64(g.queue_depth));
         json_object_object_add(o, "running", json_object_new_int64(g.running));
         json_object_object_add(o, "slots", json_object_new_int64(g.slots));
+        json_object_object_add(o, "queue_capacity", json_object_new_int64(g.queue_capacity));
         double is = worker_inference_idle_seconds(inf);
         snprintf(idle, sizeof(idle), "%.3f", is);
         json_object_object_add(o, "idle_seconds", json_object_new_double_s(is, idle));
@@ -213,9 +216,21 @@ static enum MHD_Result handle_models(struct request *rq, struct MHD_Connection *
 static enum MHD_Result handle_metrics(struct request *rq, struct MHD_Connection *c) {
         _cleanup_(strbuf_donep) struct strbuf b = STRBUF_INIT(1u << 20);
         struct worker_gauges g;
+        struct http_guard_stats gs;
 
         worker_inference_gauges(rq->server->inf, &g);
-        if (worker_metrics_render(rq->server->metrics, &g, worker_inference_name(rq->server->inf), &b) < 0)
+        http_guard_get_stats(rq->server->guard, &gs);
+        if (worker_metrics_render(rq->server->metrics, &g, worker_inference_name(rq->server->inf), &b) < 0 ||
+            strbuf_printf(&b,
+                          "# HELP rbee_worker_connections_refused_total Connections refused: the client address "
+                          "already held --max-conns-per-peer.\n"
+                          "# TYPE rbee_worker_connections_refused_total counter\n"
+                          "rbee_worker_connections_refused_total %llu\n"
+                          "# HELP rbee_worker_slow_requests_total Connections closed because a request's headers "
+                          "or body did not arrive in time.\n"
+                          "# TYPE rbee_worker_slow_requests_total counter\n"
+                          "rbee_worker_slow_requests_total %llu\n",
+                          (unsigned long long) gs.refused, (unsigned long long) gs.timed_out) < 0)
                 return respond_error(rq, c, 500, "internal_error", 0, NULL, "cannot render metrics");
         mark_responded(rq, 200);
         return http_queue_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data ? b.data : "", b.len);
@@ -493,28 +508,41 @@ static void refuse_later(struct request *rq, unsigned status, const char *code, 
         va_end(ap);
 }
 
-/* First call for a request: headers only. */
+/* First call for a request: headers only. Authentication comes before
+ * everything else, so that a client without the key learns nothing, not
+ * even which routes and methods exist. */
 static enum MHD_Result on_headers(struct request *rq, struct MHD_Connection *c, const char *url, const char *method) {
         struct worker_server *s = rq->server;
         const struct route *rt;
         const char *id, *cl;
         uint64_t n;
+        bool too_big = false;
 
         if (streq(method, "POST") || streq(method, "PUT")) {
                 cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-                if (cl && parse_uint64(cl, &n) >= 0 && n > s->cfg.max_body)
-                        return respond_error(rq, c, 413, "request_too_large", 0, NULL,
-                                             "the request body is larger than %zu bytes", s->cfg.max_body);
+                too_big = cl && parse_uint64(cl, &n) >= 0 && n > s->cfg.max_body;
         }
         rt = find_route(url, &id);
         rq->route = rt ? rt->route : WORKER_ROUTE_OTHER;
+        /* GET /v1/health alone is open, as on the hive: load balancers probe it. */
+        if (s->api_key && !(rt && rt->route == WORKER_ROUTE_HEALTH && streq(method, "GET")) &&
+            !http_bearer_ok(c, s->api_key, s->cfg.api_key_len)) {
+                /* A body declared too large is not worth draining only to refuse it. */
+                if (too_big)
+                        return respond_error(rq, c, 401, "unauthorized", 0, NULL,
+                                             "a valid API key is required (Authorization: Bearer <key>)");
+                refuse_later(rq, 401, "unauthorized", NULL,
+                             "a valid API key is required (Authorization: Bearer <key>)");
+                return MHD_YES;
+        }
+        if (too_big)
+                return respond_error(rq, c, 413, "request_too_large", 0, NULL,
+                                     "the request body is larger than %zu bytes", s->cfg.max_body);
         if (!rt)
                 refuse_later(rq, 404, "not_found", NULL, "no endpoint %.200s %.200s", method, url);
         else if (!streq(method, rt->allow))
                 refuse_later(rq, 405, "method_not_allowed", rt->allow, "%.200s does not allow %.20s (only %s)", url,
                              method, rt->allow);
-        else if (s->api_key && rt->route != WORKER_ROUTE_HEALTH && !http_bearer_ok(c, s->api_key, s->cfg.api_key_len))
-                refuse_later(rq, 401, "unauthorized", NULL, "a valid API key is required (Authorization: Bearer <key>)");
         else if (streq(method, "POST") && !content_type_ok(c))
                 refuse_later(rq, 415, "unsupported_media_type", NULL, "the request body must be application/json");
         return MHD_YES;
@@ -537,6 +565,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
                 snprintf(rq->url, sizeof(rq->url), "%s", url);
                 strbuf_init(&rq->body, s->cfg.max_body);
                 *con_cls = rq;
+                http_guard_headers_received(c);
                 return on_headers(rq, c, url, method);
         }
         if (*upload_data_size > 0) {
@@ -562,6 +591,9 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
                         rq->body_too_big = true;
                 return MHD_YES;
         }
+        /* The whole request is in: from here on only the idle timeout applies
+         * (a stream may stay quiet while the prompt is processed or queued). */
+        http_guard_request_received(c);
         if (rq->responded)
                 return MHD_YES;
         if (rq->pending_status)
@@ -579,6 +611,7 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
         struct worker_server *s = cls;
         struct request *rq = *con_cls;
 
+        http_guard_request_done(c);
         if (!rq)
                 return;
         /* However the request ended, a job nobody will read any more must not
@@ -600,31 +633,17 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
 static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen) {
         struct worker_server *s = cls;
 
-        if (s->api_key || s->cfg.listen_is_unix)
-                return MHD_YES;
-        if (sockaddr_is_local(addr, addrlen))
-                return MHD_YES;
-        log_warning("Refusing a connection from a non-loopback address: no API key is configured");
-        return MHD_NO;
+        if (!s->api_key && !s->cfg.listen_is_unix && !sockaddr_is_local(addr, addrlen)) {
+                log_warning("Refusing a connection from a non-loopback address: no API key is configured");
+                return MHD_NO;
+        }
+        return http_guard_accept(s->guard, addr, addrlen);
 }
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-static void mhd_logger(void *cls, const char *fmt, va_list ap) {
-        char buf[512];
-        size_t n;
-
-        vsnprintf(buf, sizeof(buf), fmt, ap);
-        n = strlen(buf);
-        while (n > 0 && buf[n - 1] == '\n')
-                buf[--n] = 0;
-        log_debug("microhttpd: %s", buf);
-}
-#pragma GCC diagnostic pop
 
 int worker_server_new(const struct worker_server_config *cfg, struct worker_inference *inf,
                       struct worker_metrics *metrics, struct worker_server **ret) {
         struct worker_server *s;
+        int r;
 
         s = calloc(1, sizeof(*s));
         if (!s)
@@ -642,18 +661,28 @@ int worker_server_new(const struct worker_server_config *cfg, struct worker_infe
         s->metrics = metrics;
         pthread_mutex_init(&s->lock, NULL);
         pthread_cond_init(&s->cond, NULL);
+        r = http_guard_new(&cfg->guard, &s->guard);
+        if (r < 0) {
+                pthread_cond_destroy(&s->cond);
+                pthread_mutex_destroy(&s->lock);
+                free(s->api_key);
+                free(s);
+                return r;
+        }
 
         s->daemon = MHD_start_daemon(
                 MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ITC |
                         MHD_USE_ERROR_LOG,
                 0, accept_policy, s, access_handler, s,
-                MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s,
+                MHD_OPTION_EXTERNAL_LOGGER, http_guard_mhd_log, NULL,
                 MHD_OPTION_LISTEN_SOCKET, cfg->listen_fd,
                 MHD_OPTION_NOTIFY_COMPLETED, request_completed, s,
+                MHD_OPTION_NOTIFY_CONNECTION, http_guard_notify, s->guard,
                 MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections,
                 MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout_s,
                 MHD_OPTION_END);
         if (!s->daemon) {
+                http_guard_free(s->guard);
                 pthread_cond_destroy(&s->cond);
                 pthread_mutex_destroy(&s->lock);
                 free(s->api_key);
@@ -697,6 +726,8 @@ struct worker_server *worker_server_free(struct worker_server *s) {
         if (!s)
                 return NULL;
         MHD_stop_daemon(s->daemon);
+        /* After the daemon: closing its connections unregisters them from the guard. */
+        http_guard_free(s->guard);
         pthread_cond_destroy(&s->cond);
         pthread_mutex_destroy(&s->lock);
         if (s->api_key) {

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "http-guard.h"
 #include "inference.h"
 #include "metrics.h"
 
@@ -19,7 +20,8 @@ struct worker_server_config {
         size_t api_key_len;
         unsigned max_connections;
         size_t max_body;
-        unsigned idle_timeout_s;
+        unsigned idle_timeout_s;        /* once a request is in: streams may be quiet this long */
+        struct http_guard_config guard; /* receiving a request, and connections per peer */
 };
 
 struct worker_server;
