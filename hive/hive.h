@@ -35,10 +35,11 @@ struct hive_options {
         char *api_key_file;
         enum hive_units_mode units;
         int64_t keep_alive_s;           /* -1 never, 0 at once */
-        unsigned max_queue;             /* waiting requests per worker, beyond the running one */
+        unsigned max_queue;             /* waiting requests per worker, beyond its slots */
         unsigned max_workers;
         unsigned max_jobs;              /* concurrent job threads */
         int worker_threads;             /* --threads for workers; 0 = their default */
+        unsigned worker_parallel;       /* --parallel for workers (process mode); 0 = their default */
         uint64_t start_timeout_usec;
         uint64_t stop_timeout_usec;
         uint64_t health_interval_usec;
@@ -48,7 +49,16 @@ struct hive_options {
         uint64_t download_retry_base_usec;
         bool stop_workers_on_exit;
         int log_level;
+        /* Slow clients and greedy peers (common/http-guard.h). */
+        uint64_t header_timeout_usec;   /* 0: no limit */
+        uint64_t body_timeout_usec;     /* 0: no limit */
+        unsigned max_conns_per_peer;    /* 0: no cap */
+        bool cap_local_peers;           /* the cap holds for loopback and unix peers too */
 };
+
+/* rbee-workerd's --parallel when it is given none (it runs fewer when their
+ * KV caches would not fit in half the RAM). */
+#define HIVE_WORKER_DEFAULT_SLOTS 4u
 
 enum hive_worker_state {
         HIVE_WORKER_STARTING,
@@ -84,6 +94,11 @@ struct hive_worker {
         uint64_t start_usec, ready_usec, last_used_usec, failed_usec, stop_usec;
         int64_t keep_alive_s;
         unsigned active;                /* requests attached (running, queued, or waiting for the start) */
+        /* What the worker says it takes (its /v1/health, read once it is
+         * ready): requests run at once, and how many may wait behind them.
+         * 0 and -1 until known. */
+        unsigned slots;
+        int64_t queue_capacity;
         bool reported;                  /* a failure was shown in a listing */
 };
 
@@ -112,6 +127,8 @@ struct hive_job {
         bool terminal;
         volatile int cancel;
         struct hive_wconn *conn;        /* the worker stream, for cancellation */
+        int *watch_fds;                 /* eventfds of the SSE readers that wait for what comes next */
+        size_t n_watch;
         char *worker_job_id;
         int64_t created_at, finished_at;
         uint64_t finished_usec;
@@ -174,6 +191,7 @@ struct hive {
         size_t n_jobs;
         unsigned n_job_threads;
         struct hive_metrics metrics;
+        struct http_guard *guard;       /* the server's, for /metrics; NULL before it starts */
         char *api_key;
         size_t api_key_len;
         int64_t started_at;
@@ -210,13 +228,20 @@ struct hive_acquire {
         void *userdata;
         const volatile int *cancel;
         bool no_admission;              /* spawn requests: do not count as a request */
-        int client_fd;                  /* > 0: while the worker's answer is awaited, a hang-up
-                                         * of this client gives up (-ECANCELED) and so frees the
-                                         * worker's slot; 0 (stdin, never a client): none */
+        int client_fd;                  /* > 0: while the worker's start or its answer is awaited,
+                                         * a hang-up of this client gives up (-ECANCELED) and so
+                                         * frees its place; 0 (stdin, never a client): none */
 };
 
+/* Lock held. How many requests w may hold at once (running and waiting):
+ * its slots plus --max-queue, no more than the worker itself queues. Until
+ * the worker said how many slots it runs, --worker-parallel or the worker's
+ * default stands in. */
+unsigned hive_worker_request_limit_locked(struct hive *h, const struct hive_worker *w);
+
 /* Find or start the model's worker, wait until it is ready and attach to it
- * (admission: -EBUSY when it already has 1 + max_queue requests). *ret_started
+ * (admission: -EBUSY when it already holds hive_worker_request_limit_locked()
+ * requests). *ret_started
  * tells whether this call started it. Errors with a message in err:
  * -ENOENT (no model), -ENODEV/-EOPNOTSUPP/-ENOMEM (pre-start checks),
  * -EBUSY, -ETIMEDOUT, -ECANCELED, -ESHUTDOWN, -EIO (worker failed), -EMFILE (max workers),
@@ -270,6 +295,15 @@ int hive_job_raw_event_locked(struct hive *h, struct hive_job *j, const char *fr
                               enum hive_job_state final_state);
 int hive_job_error_locked(struct hive *h, struct hive_job *j, const char *code, const char *fmt, ...) _printf_(4, 5);
 void hive_job_cancel_locked(struct hive *h, struct hive_job *j);
+/* For an SSE reader: an eventfd that turns readable with every change of the
+ * job (an event, its end, a cancel), so that the reader can wait for it and
+ * for its client's hang-up at once (hive_job_wait). Lock held; the fd belongs
+ * to the job until hive_job_unwatch_locked() (negative: nothing to do). */
+int hive_job_watch_locked(struct hive_job *j);
+void hive_job_unwatch_locked(struct hive_job *j, int fd);
+/* Without the lock: wait until watch_fd is readable, and reset it; or until
+ * client_fd (negative: none) hangs up, -ECANCELED. */
+int hive_job_wait(int watch_fd, int client_fd);
 struct json_object *hive_job_to_json_locked(const struct hive_job *j);
 const char *hive_job_state_name(enum hive_job_state s);
 const char *hive_job_type_name(enum hive_job_type t);
@@ -292,6 +326,18 @@ int hive_downloads_recover(struct hive *h);
 /* Parse a source reference, derive the default id. -EINVAL with a message. */
 int hive_download_parse_source(const char *source, char **ret_repo, char **ret_sel, char **ret_default_id,
                                char *err, size_t errlen);
+/* The repo listing (GET /api/models/REPO/tree/main): a JSON array, else -EBADMSG. */
+int hive_download_parse_listing(const char *text, size_t len, struct json_object **ret);
+/* Pick the file from the listing: exact name, else the one .gguf whose name
+ * holds the quant, else the repo's only .gguf; with its size and sha256 (LFS
+ * oid, NULL unless 64 hex digits). Files whose name could not be given as
+ * hf:REPO:FILE are not considered. A failure names its job error code and
+ * says why: -ENOENT (quant_not_found), -ENOTUNIQ (ambiguous_file), -EBADMSG
+ * (upstream_error: a size over INT64_MAX), -ENOMEM. */
+int hive_download_choose_file(struct json_object *list, const char *repo, const char *sel, char **ret_path,
+                              uint64_t *ret_size, char **ret_sha, const char **ret_code, char *err, size_t errlen);
+/* The status of a "HTTP/x yyy ..." header line of len bytes (not NUL-terminated), else -EINVAL. */
+int hive_download_header_status(const char *p, size_t len);
 
 struct hive_thread_arg {
         struct hive *h;

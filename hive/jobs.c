@@ -3,9 +3,12 @@
  * readers replay from the start and then follow live. The log is bounded;
  * exactly one terminal event (end or error) closes it. */
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "hive.h"
 #include "http-util.h"
@@ -30,6 +33,68 @@ const char *hive_job_state_name(enum hive_job_state s) {
 
 const char *hive_job_type_name(enum hive_job_type t) {
         return t == HIVE_JOB_DOWNLOAD ? "download" : "infer";
+}
+
+/* Lock held. Wake whoever waits for the job: threads on the condition, SSE
+ * readers on their eventfds. */
+static void job_changed(struct hive *h, struct hive_job *j) {
+        uint64_t one = 1;
+
+        pthread_cond_broadcast(&h->changed);
+        for (size_t i = 0; i < j->n_watch; i++)
+                (void) !write(j->watch_fds[i], &one, sizeof(one));
+}
+
+int hive_job_watch_locked(struct hive_job *j) {
+        _cleanup_(closep) int fd = -EBADF;
+        int *l;
+
+        fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        l = realloc(j->watch_fds, (j->n_watch + 1) * sizeof(*l));
+        if (!l)
+                return -ENOMEM;
+        j->watch_fds = l;
+        j->watch_fds[j->n_watch++] = fd;
+        return TAKE_FD(fd);
+}
+
+void hive_job_unwatch_locked(struct hive_job *j, int fd) {
+        if (fd < 0)
+                return;
+        for (size_t i = 0; i < j->n_watch; i++)
+                if (j->watch_fds[i] == fd) {
+                        j->watch_fds[i] = j->watch_fds[--j->n_watch];
+                        break;
+                }
+        close(fd);
+}
+
+int hive_job_wait(int watch_fd, int client_fd) {
+        /* Only the client's hang-up counts: bytes it sends (a pipelined
+         * request) are the HTTP server's to read later. */
+        struct pollfd p[2] = {
+                { .fd = watch_fd, .events = POLLIN },
+                { .fd = client_fd, .events = POLLRDHUP },
+        };
+        uint64_t n;
+
+        for (;;) {
+                if (poll(p, 2, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+                        return -ECANCELED;
+                if (p[0].revents & (POLLERR | POLLNVAL))
+                        return -EBADF;
+                if (p[0].revents & POLLIN) {
+                        (void) !read(watch_fd, &n, sizeof(n));
+                        return 0;
+                }
+        }
 }
 
 /* Lock held. Drop a finished job from the list (its readers keep their references). */
@@ -97,6 +162,10 @@ void hive_job_unref_locked(struct hive *h, struct hive_job *j) {
         for (size_t i = 0; i < j->n_events; i++)
                 free(j->events[i]);
         free(j->events);
+        /* Readers unwatch before they let go of the job: none should be left. */
+        for (size_t i = 0; i < j->n_watch; i++)
+                close(j->watch_fds[i]);
+        free(j->watch_fds);
         free(j->id);
         free(j->model);
         free(j->source);
@@ -126,7 +195,7 @@ static int append_frame(struct hive *h, struct hive_job *j, char *frame, size_t 
         }
         j->events[j->n_events++] = frame;
         j->bytes += len;
-        pthread_cond_broadcast(&h->changed);
+        job_changed(h, j);
         return 0;
 }
 
@@ -135,7 +204,7 @@ static void finish(struct hive *h, struct hive_job *j, enum hive_job_state st) {
         j->state = j->cancel && st == HIVE_JOB_FAILED ? HIVE_JOB_CANCELLED : st;
         j->finished_at = hive_wall_sec();
         j->finished_usec = hive_now_usec();
-        pthread_cond_broadcast(&h->changed);
+        job_changed(h, j);
 }
 
 int hive_job_raw_event_locked(struct hive *h, struct hive_job *j, const char *frame, size_t len, bool terminal,
@@ -202,7 +271,7 @@ void hive_job_cancel_locked(struct hive *h, struct hive_job *j) {
                 return;
         j->cancel = 1;
         log_info("Cancelling job %s", j->id);
-        pthread_cond_broadcast(&h->changed);
+        job_changed(h, j);
 }
 
 struct json_object *hive_job_to_json_locked(const struct hive_job *j) {

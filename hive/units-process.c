@@ -113,11 +113,12 @@ static bool env_is_ours(const char *e) {
 
 static int process_start(struct hive *h, struct hive_worker *w) {
         _cleanup_(closep) int listen_fd = -EBADF, log_fd = -EBADF, null_fd = -EBADF;
-        _cleanup_(freep) char *notify_env = NULL, *state_env = NULL, *queue = NULL, *threads = NULL, *device = NULL;
+        _cleanup_(freep) char *notify_env = NULL, *state_env = NULL, *queue = NULL, *threads = NULL, *device = NULL,
+                               *parallel = NULL;
         _cleanup_(freep) const char **envp = NULL;
         struct listen_address a;
         char listen_pid[32] = "LISTEN_PID=";
-        const char *argv[16], *workerd = h->opt.workerd;
+        const char *argv[20], *workerd = h->opt.workerd;
         size_t n_env = 0, n = 0;
         int pid, pidfd, r;
 
@@ -141,9 +142,10 @@ static int process_start(struct hive *h, struct hive_worker *w) {
         if (null_fd < 0)
                 return -errno;
 
+        unsigned slots = h->opt.worker_parallel ? h->opt.worker_parallel : HIVE_WORKER_DEFAULT_SLOTS;
         if (asprintf(&notify_env, "NOTIFY_SOCKET=%s", h->notify_path) < 0 ||
             asprintf(&state_env, "RBEE_STATE_DIRECTORY=%s", h->opt.state_dir) < 0 ||
-            asprintf(&queue, "%u", h->opt.max_queue + 1) < 0)
+            asprintf(&queue, "%u", h->opt.max_queue + slots) < 0)
                 return -ENOMEM;
         for (char **e = environ; *e; e++)
                 n_env++;
@@ -182,9 +184,19 @@ static int process_start(struct hive *h, struct hive_worker *w) {
         argv[n++] = w->model;
         argv[n++] = "--catalog";
         argv[n++] = h->catalog_path;
-        /* The worker queues what the hive admits, so it never refuses what we let in. */
+        /* The worker queues what the hive admits, so that it never refuses
+         * what we let in: the hive admits slots + --max-queue, counting 4
+         * slots (the worker's default) until the worker says it runs fewer,
+         * and the worker may still be winding down a cancelled request when
+         * the next one arrives. */
         argv[n++] = "--max-queue";
         argv[n++] = queue;
+        if (h->opt.worker_parallel > 0) {
+                if (asprintf(&parallel, "%u", h->opt.worker_parallel) < 0)
+                        return -ENOMEM;
+                argv[n++] = "--parallel";
+                argv[n++] = parallel;
+        }
         if (h->opt.worker_threads > 0) {
                 if (asprintf(&threads, "%d", h->opt.worker_threads) < 0)
                         return -ENOMEM;

@@ -55,6 +55,11 @@ static int systemd_init(struct hive *h) {
                 log_debug("rbee-worker@.service is not installed: %s", e.message ? e.message : strerror(-r));
                 return -ENOENT;
         }
+        /* The unit's ExecStart= has the worker's options: the hive learns its
+         * slots and queue from its /v1/health once it is ready. */
+        if (h->opt.worker_parallel > 0 || h->opt.worker_threads > 0)
+                log_notice("--worker-parallel and --worker-threads apply to process mode: in systemd mode a drop-in "
+                           "for rbee-worker@.service sets the worker's options");
         /* rbee-worker-cuda installs <workerd>-cuda and the drop-in that runs it. */
         hive_backends_find_cuda_worker(&h->backends, h->opt.workerd);
         log_info("CUDA worker: %s", h->backends.cuda_workerd[0] ? h->backends.cuda_workerd

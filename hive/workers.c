@@ -4,10 +4,12 @@
  * reporting and reaping. The units backend (process or systemd) starts and
  * stops; this file decides when. */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -19,6 +21,7 @@
 #include "macros.h"
 #include "util.h"
 #include "wclient.h"
+#include "wreply.h"
 
 const char *hive_worker_state_name(enum hive_worker_state s) {
         static const char *const names[] = {
@@ -90,6 +93,7 @@ int hive_worker_new_locked(struct hive *h, const char *model, struct hive_worker
         w->device = 0;
         w->keep_alive_s = h->opt.keep_alive_s;
         w->healthy = true;
+        w->queue_capacity = -1;
         if (!(w->model = strdup(model)) || hive_unit_name(model, &w->unit) < 0 ||
             asprintf(&w->socket_path, "%s/%s.sock", h->workers_dir, model) < 0 ||
             asprintf(&w->log_path, "%s/%s.log", h->workers_dir, model) < 0 ||
@@ -133,6 +137,56 @@ void hive_worker_set_failed_locked(struct hive *h, struct hive_worker *w, const 
         pthread_cond_broadcast(&h->changed);
 }
 
+static unsigned worker_slots_locked(struct hive *h, const struct hive_worker *w) {
+        if (w->slots > 0)
+                return w->slots;
+        return h->opt.worker_parallel > 0 ? h->opt.worker_parallel : HIVE_WORKER_DEFAULT_SLOTS;
+}
+
+static unsigned worker_queue_locked(struct hive *h, const struct hive_worker *w) {
+        /* A worker started elsewhere (a systemd unit, its drop-ins) may queue
+         * less than --max-queue: the hive must not admit what it would refuse. */
+        if (w->queue_capacity >= 0 && (uint64_t) w->queue_capacity < h->opt.max_queue)
+                return (unsigned) w->queue_capacity;
+        return h->opt.max_queue;
+}
+
+unsigned hive_worker_request_limit_locked(struct hive *h, const struct hive_worker *w) {
+        return worker_slots_locked(h, w) + worker_queue_locked(h, w);
+}
+
+/* Without the lock, w referenced and ready: ask the worker how many requests
+ * it runs at once and queues (its --parallel may have been lowered to what
+ * the RAM holds, and a unit's drop-in may set either). Best effort: what is
+ * not learnt now is learnt by the next request or health check. */
+static void learn_capacity(struct hive *h, struct hive_worker *w, const char *health_body) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        _cleanup_(freep) char *body = NULL;
+        int64_t slots = 0, queue = -1;
+        int status = 0;
+
+        if (!health_body) {
+                if (hive_wconn_get(w->socket_path, "/v1/health", 2000, &status, &body) < 0 || status != 200 || !body)
+                        return;
+                health_body = body;
+        }
+        if (json_parse_strict(health_body, strlen(health_body), 8, &o, NULL, 0) < 0 ||
+            !json_object_is_type(o, json_type_object))
+                return;
+        /* Values from outside: within what rbee-workerd accepts. */
+        if (json_get_int64(o, "slots", 1, 256, &slots) <= 0)
+                return;
+        if (json_get_int64(o, "queue_capacity", 0, 65536, &queue) <= 0)
+                queue = -1;
+        pthread_mutex_lock(&h->lock);
+        if (w->slots != (unsigned) slots || w->queue_capacity != queue)
+                log_debug("Worker %s runs %lld requests at once, queues %lld", w->model, (long long) slots,
+                          (long long) queue);
+        w->slots = (unsigned) slots;
+        w->queue_capacity = queue;
+        pthread_mutex_unlock(&h->lock);
+}
+
 struct json_object *hive_worker_to_json_locked(struct hive *h, const struct hive_worker *w) {
         struct json_object *o = json_object_new_object();
         uint64_t now = hive_now_usec();
@@ -162,7 +216,9 @@ struct json_object *hive_worker_to_json_locked(struct hive *h, const struct hive
         else
                 json_object_object_add(o, "expires_in_seconds", NULL);
         json_object_object_add(o, "active_requests", json_object_new_int64(w->active));
-        json_object_object_add(o, "queue_limit", json_object_new_int64(h->opt.max_queue));
+        json_object_object_add(o, "slots", json_object_new_int64(worker_slots_locked(h, w)));
+        json_object_object_add(o, "queue_limit", json_object_new_int64(worker_queue_locked(h, w)));
+        json_object_object_add(o, "request_limit", json_object_new_int64(hive_worker_request_limit_locked(h, w)));
         json_object_object_add(o, "socket", json_object_new_string(w->socket_path));
         json_object_object_add(o, "adopted", json_object_new_boolean(w->adopted));
         json_object_object_add(o, "healthy", json_object_new_boolean(w->healthy));
@@ -184,6 +240,29 @@ static int timed_wait(struct hive *h, uint64_t until_usec) {
         ts.tv_sec += (time_t) (ns / 1000000000u);
         ts.tv_nsec = (long) (ns % 1000000000u);
         return pthread_cond_timedwait(&h->changed, &h->lock, &ts);
+}
+
+/* Has the client of this request hung up? Only the hang-up counts: bytes it
+ * sends (a pipelined request) are for the HTTP server to read later. */
+static bool client_hung_up(int fd) {
+        struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+
+        if (fd <= 0 || poll(&p, 1, 0) <= 0)
+                return false;
+        return p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL);
+}
+
+/* Lock held: wait for a change of the workers until deadline (ETIMEDOUT).
+ * A client's hang-up is no such change: while one is watched, the wait is
+ * cut short now and then (as the wait for a start is, for its progress), so
+ * that the caller looks at the client again. */
+static int wait_change(struct hive *h, const struct hive_acquire *a, uint64_t deadline) {
+        uint64_t until = deadline;
+
+        if (a->client_fd > 0)
+                until = MIN(until, hive_now_usec() + 250000);
+        int r = timed_wait(h, until);
+        return r == ETIMEDOUT && hive_now_usec() < deadline ? 0 : r;
 }
 
 void hive_acquire_error(int r, unsigned *ret_status, const char **ret_code) {
@@ -326,12 +405,20 @@ int hive_worker_acquire(struct hive *h, const struct hive_acquire *a, struct hiv
                         r = -ECANCELED;
                         break;
                 }
+                /* Gone while its request waited for the worker: it must
+                 * not hold a place in the admission until the worker is
+                 * ready (nor have its request sent to it then). */
+                if (client_hung_up(a->client_fd)) {
+                        snprintf(err, errlen, "the client hung up while its request waited for the worker");
+                        r = -ECANCELED;
+                        break;
+                }
                 if (!w) {
                         w = hive_worker_find(h, a->model);
                         if (w && w->state == HIVE_WORKER_FAILED && w->pid > 0 && !started) {
                                 /* Failed but still exiting (a start that timed out): wait for it. */
                                 w = NULL;
-                                if (timed_wait(h, deadline) == ETIMEDOUT) {
+                                if (wait_change(h, a, deadline) == ETIMEDOUT) {
                                         snprintf(err, errlen, "the failed worker of '%s' is still exiting", a->model);
                                         r = -ETIMEDOUT;
                                         break;
@@ -352,7 +439,7 @@ int hive_worker_acquire(struct hive *h, const struct hive_acquire *a, struct hiv
                         if (w && (w->state == HIVE_WORKER_STOPPING || w->state == HIVE_WORKER_GONE)) {
                                 /* Wait for the old one to go before starting another on its socket. */
                                 w = NULL;
-                                if (timed_wait(h, deadline) == ETIMEDOUT) {
+                                if (wait_change(h, a, deadline) == ETIMEDOUT) {
                                         snprintf(err, errlen, "the worker of '%s' is still stopping", a->model);
                                         r = -ETIMEDOUT;
                                         break;
@@ -391,10 +478,11 @@ int hive_worker_acquire(struct hive *h, const struct hive_acquire *a, struct hiv
                         }
                         hive_worker_ref(w);
                         if (!a->no_admission) {
-                                if (w->active >= 1 + h->opt.max_queue) {
+                                unsigned limit = hive_worker_request_limit_locked(h, w);
+                                if (w->active >= limit) {
                                         h->metrics.rejected++;
                                         snprintf(err, errlen, "model '%s' is busy: %u requests running or queued (limit %u)",
-                                                 a->model, w->active, 1 + h->opt.max_queue);
+                                                 a->model, w->active, limit);
                                         r = -EBUSY;
                                         break;
                                 }
@@ -421,6 +509,7 @@ int hive_worker_acquire(struct hive *h, const struct hive_acquire *a, struct hiv
                         last_state = w->state;
                         memcpy(last_status, w->status_text, sizeof(last_status));
                 }
+                /* Also ends now and then for the progress of a start. */
                 if (timed_wait(h, MIN(deadline, hive_now_usec() + 250000)) == ETIMEDOUT && hive_now_usec() >= deadline) {
                         snprintf(err, errlen, "the worker for '%s' did not become ready within %llu s (last status: %s)",
                                  a->model, (unsigned long long) (h->opt.start_timeout_usec / 1000000),
@@ -456,7 +545,11 @@ int hive_worker_acquire(struct hive *h, const struct hive_acquire *a, struct hiv
                 if (ret_started)
                         *ret_started = started;
         }
+        bool learn = r >= 0 && w->slots == 0;
         pthread_mutex_unlock(&h->lock);
+        /* Once, as soon as it is ready: the admission limit until then was a guess. */
+        if (learn)
+                learn_capacity(h, w, NULL);
         return r;
 }
 
@@ -487,20 +580,12 @@ static bool worker_unreachable_error(int r) {
  * loading was started again behind the hive's back (socket activation after
  * a crash, systemctl restart, a watchdog restart): not ready after all. */
 static bool worker_not_serving(struct hive_wconn *c) {
-        _cleanup_(json_object_putp) struct json_object *o = NULL;
-        struct json_object *e = NULL, *code = NULL;
-        const char *body, *s;
+        const char *body;
         size_t len;
 
         if (hive_wconn_status(c) != 503 || hive_wconn_peek_body(c, 2000, &body, &len) < 0)
                 return false;
-        if (json_parse_strict(body, len, 8, &o, NULL, 0) < 0)
-                return false;
-        if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, "error", &e) ||
-            !json_object_object_get_ex(e, "code", &code) || !json_object_is_type(code, json_type_string))
-                return false;
-        s = json_object_get_string(code);
-        return streq(s, "shutting_down") || streq(s, "loading");
+        return hive_wreply_not_serving(body, len);
 }
 
 static const char *unreachable_reason(int r) {
@@ -768,8 +853,12 @@ static void check_health(struct hive *h) {
                         ws[n++] = hive_worker_ref(h->workers[i]);
         pthread_mutex_unlock(&h->lock);
         for (size_t i = 0; i < n; i++) {
+                _cleanup_(freep) char *body = NULL;
                 int status = 0, r;
-                r = hive_wconn_get(ws[i]->socket_path, "/v1/health", 2000, &status, NULL);
+                r = hive_wconn_get(ws[i]->socket_path, "/v1/health", 2000, &status, &body);
+                /* Adopted workers, and a --parallel changed by a restart behind the hive's back. */
+                if (r >= 0 && status == 200 && body)
+                        learn_capacity(h, ws[i], body);
                 pthread_mutex_lock(&h->lock);
                 if (r < 0 || status != 200) {
                         ws[i]->health_failures++;

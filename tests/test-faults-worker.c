@@ -139,7 +139,9 @@ TEST_TIMEOUT(worker_sigkill_under_load, 60) {
         unsigned tokens;
         const char *ev, *data;
 
-        ht_start(&h, NULL, (const char *[]) { "--stop-workers-on-exit", "--failed-linger=1s", "--max-queue=2", NULL },
+        ht_start(&h, NULL,
+                 (const char *[]) { "--stop-workers-on-exit", "--failed-linger=1s", "--worker-parallel=1",
+                                    "--max-queue=2", NULL },
                  (const char *[]) { "RBEE_WORKER_TEST_TOKEN_DELAY_MS=40", NULL });
         ht_register(&h, "stories", ht_model());
         ht_call(&h, "POST", "/v1/workers", "{\"model\":\"stories\"}", &r);
@@ -190,8 +192,8 @@ TEST_TIMEOUT(client_disconnect_mid_stream_frees_worker, 60) {
         const char *ev, *data;
         unsigned tokens = 0;
 
-        /* No queue: a slot still held by a gone client would give a 503. */
-        ht_start(&h, NULL, (const char *[]) { "--stop-workers-on-exit", "--max-queue=0", NULL },
+        /* One slot, no queue: a slot still held by a gone client would give a 503. */
+        ht_start(&h, NULL, (const char *[]) { "--stop-workers-on-exit", "--worker-parallel=1", "--max-queue=0", NULL },
                  (const char *[]) { "RBEE_WORKER_TEST_TOKEN_DELAY_MS=40", NULL });
         ht_register(&h, "stories", ht_model());
         ht_call(&h, "POST", "/v1/workers", "{\"model\":\"stories\"}", &r);
@@ -272,7 +274,7 @@ TEST_TIMEOUT(hive_sigkill_mid_stream_then_restart_adopts_the_worker, 60) {
         const char *ev, *data;
         unsigned tokens = 0;
 
-        ht_start(&h, NULL, (const char *[]) { "--max-queue=0", NULL },
+        ht_start(&h, NULL, (const char *[]) { "--worker-parallel=1", "--max-queue=0", NULL },
                  (const char *[]) { "RBEE_WORKER_TEST_TOKEN_DELAY_MS=40", NULL });
         ht_register(&h, "stories", ht_model());
         wt_stream_open(&h.conn, "/v1/inference", "{\"model\":\"stories\",\"prompt\":\"Once\",\"max_tokens\":100}", &s);

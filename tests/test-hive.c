@@ -58,6 +58,14 @@ TEST(unit_names_and_ids) {
         ASSERT_OK(hive_keep_alive_from_string("-1", &k));
         ASSERT_EQ(k, -1);
         ASSERT_ERR(hive_keep_alive_from_string("soon", &k), -EINVAL);
+        /* A NUL inside a JSON string does not end it early. */
+        struct json_object *v = json_object_new_string_len("5m\0junk", 7);
+        ASSERT_ERR(hive_keep_alive_from_json(v, &k), -EINVAL);
+        json_object_put(v);
+        v = json_object_new_string("5m");
+        ASSERT_OK(hive_keep_alive_from_json(v, &k));
+        ASSERT_EQ(k, 300);
+        json_object_put(v);
 }
 
 TEST(catalog_crud_and_inspect) {
@@ -485,14 +493,14 @@ TEST_TIMEOUT(admission_control_and_cancel, 40) {
         char term[1024];
         unsigned tokens;
 
-        ht_start(&h, NULL, (const char *[]) { "--stop-workers-on-exit", "--max-queue=1", NULL },
+        ht_start(&h, NULL, (const char *[]) { "--stop-workers-on-exit", "--worker-parallel=1", "--max-queue=1", NULL },
                  (const char *[]) { "RBEE_WORKER_TEST_TOKEN_DELAY_MS=30", NULL });
         ht_register(&h, "stories", ht_model());
         ht_call(&h, "POST", "/v1/workers", "{\"model\":\"stories\"}", &r);
         ASSERT_STATUS(r, 201);
         wt_response_done(&r);
 
-        /* One running, one queued: the bound is 1 + 1. */
+        /* One running (one slot), one queued: the bound is 1 + 1. */
         wt_stream_open(&h.conn, "/v1/inference", "{\"model\":\"stories\",\"prompt\":\"a\",\"max_tokens\":30,\"ignore_eos\":true}", &s1);
         wt_stream_open(&h.conn, "/v1/inference", "{\"model\":\"stories\",\"prompt\":\"b\",\"max_tokens\":30,\"ignore_eos\":true}", &s2);
         ASSERT_EQ(s1.status, 200);

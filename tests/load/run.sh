@@ -100,7 +100,7 @@ run model-get -c "$CONNS" "$URL/v1/models/stories"
 run workers-list -c "$CONNS" "$URL/v1/workers"
 run infer-c4 -c 4 -m POST -b "$INFER" "$URL/v1/inference"
 run chat-c4 -c 4 -m POST -b "$CHAT" "$URL/v1/chat/completions"
-# Past 1 running + 4 queued the hive answers 503 (admission control, intended).
+# Past the worker's slots (4) + 4 queued the hive answers 503 (admission control, intended).
 run infer-c16-admission -c 16 -m POST -b "$INFER" --ok 200,503 "$URL/v1/inference"
 # The same two cheap endpoints through wrk, when it is installed, as a cross-check.
 if command -v wrk >/dev/null 2>&1; then
