@@ -54,6 +54,20 @@ static bool has_dot_segment(const char *s) {
         return false;
 }
 
+/* The first character of a file or quant selector that may not go into a URL, or NULL. */
+static const char *bad_file_char(const char *s) {
+        for (; *s; s++)
+                if (!repo_char_ok(*s) && *s != '/')
+                        return s;
+        return NULL;
+}
+
+/* A file the listing names goes into a URL and into the model's source as
+ * hf:REPO:FILE: it must be what a user could have named there. */
+static bool listed_file_ok(const char *s) {
+        return *s && *s != '/' && strlen(s) <= 255 && !strstr(s, "..") && !has_dot_segment(s) && !bad_file_char(s);
+}
+
 static void lower_id(char *s) {
         for (; *s; s++)
                 *s = isalnum((unsigned char) *s) || strchr("._:-", *s) ? (char) tolower((unsigned char) *s) : '-';
@@ -62,7 +76,7 @@ static void lower_id(char *s) {
 int hive_download_parse_source(const char *source, char **ret_repo, char **ret_sel, char **ret_default_id,
                                char *err, size_t errlen) {
         _cleanup_(freep) char *repo = NULL, *sel = NULL, *id = NULL;
-        const char *p, *colon, *slash;
+        const char *p, *colon, *slash, *bad;
 
         if (str_startswith(source, "file://")) {
                 p = source + 7;
@@ -107,11 +121,11 @@ int hive_download_parse_source(const char *source, char **ret_repo, char **ret_s
                         snprintf(err, errlen, "bad file or quant in '%.200s'", source);
                         return -EINVAL;
                 }
-                for (const char *c = colon + 1; *c; c++)
-                        if (!repo_char_ok(*c) && *c != '/') {
-                                snprintf(err, errlen, "bad character '%c' in '%.200s'", *c, colon + 1);
-                                return -EINVAL;
-                        }
+                bad = bad_file_char(colon + 1);
+                if (bad) {
+                        snprintf(err, errlen, "bad character '%c' in '%.200s'", *bad, colon + 1);
+                        return -EINVAL;
+                }
                 sel = strdup(colon + 1);
                 if (!sel)
                         return -ENOMEM;
@@ -211,6 +225,21 @@ static int on_xferinfo(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
         return d->j->cancel || d->h->stopping ? 1 : 0;
 }
 
+int hive_download_header_status(const char *p, size_t len) {
+        char line[64];
+        int code = 0;
+
+        /* curl's header line is not NUL-terminated: sscanf() gets a bounded copy. */
+        if (len < 12 || strncmp(p, "HTTP/", 5) != 0)
+                return -EINVAL;
+        len = MIN(len, sizeof(line) - 1);
+        memcpy(line, p, len);
+        line[len] = 0;
+        if (sscanf(line, "HTTP/%*s %d", &code) != 1 || code < 100 || code > 999)
+                return -EINVAL;
+        return code;
+}
+
 /* A 200 to a ranged request means the server ignored Range: start over. */
 static size_t on_header(char *p, size_t size, size_t n, void *userdata) {
         struct dl *d = userdata;
@@ -218,13 +247,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *userdata) {
 
         if (d->mem || d->offset == 0)
                 return len;
-        if (len >= 12 && strncmp(p, "HTTP/", 5) == 0) {
-                int code = 0;
-                if (sscanf(p, "HTTP/%*s %d", &code) == 1 && code == 200) {
-                        if (ftruncate(d->fd, 0) < 0)
-                                return 0;
-                        d->offset = 0;
-                }
+        if (hive_download_header_status(p, len) == 200) {
+                if (ftruncate(d->fd, 0) < 0)
+                        return 0;
+                d->offset = 0;
         }
         return len;
 }
@@ -322,7 +348,6 @@ static int fetch_listing(struct dl *d, const char *ep, const char *repo, struct 
                          struct json_object **ret) {
         _cleanup_(strbuf_donep) struct strbuf mem = STRBUF_INIT(LISTING_MAX);
         _cleanup_(freep) char *url = NULL;
-        char err[256];
         long st = 0;
         CURLcode cc = CURLE_OK;
 
@@ -354,19 +379,28 @@ static int fetch_listing(struct dl *d, const char *ep, const char *repo, struct 
                 if (!backoff(d, d->h->opt.download_retry_base_usec << (attempt - 1)))
                         return job_fail(d, "cancelled", "cancelled");
         }
-        if (json_parse_strict(mem.data ? mem.data : "", mem.len, 16, ret, err, sizeof(err)) < 0 ||
-            !json_object_is_type(*ret, json_type_array)) {
-                json_object_put(*ret);
-                *ret = NULL;
+        if (hive_download_parse_listing(mem.data ? mem.data : "", mem.len, ret) < 0)
                 return job_fail(d, "upstream_error", "the listing of %s is not a JSON array", repo);
-        }
         return 0;
 }
 
-/* Pick the file: exact name, else the one .gguf whose name holds the quant,
- * else the repo's only .gguf. */
-static int choose_file(struct dl *d, struct json_object *list, const char *repo, const char *sel, char **ret_path,
-                       uint64_t *ret_size, char **ret_sha) {
+int hive_download_parse_listing(const char *text, size_t len, struct json_object **ret) {
+        struct json_object *o = NULL;
+        int r;
+
+        r = json_parse_strict(text, len, 16, &o, NULL, 0);
+        if (r < 0)
+                return r;
+        if (!json_object_is_type(o, json_type_array)) {
+                json_object_put(o);
+                return -EBADMSG;
+        }
+        *ret = o;
+        return 0;
+}
+
+int hive_download_choose_file(struct json_object *list, const char *repo, const char *sel, char **ret_path,
+                              uint64_t *ret_size, char **ret_sha, const char **ret_code, char *err, size_t errlen) {
         _cleanup_(strbuf_donep) struct strbuf names = STRBUF_INIT(4096);
         struct json_object *pick = NULL;
         size_t n = json_object_array_length(list), matches = 0;
@@ -379,7 +413,7 @@ static int choose_file(struct dl *d, struct json_object *list, const char *repo,
                     (type && !streq(type, "file")))
                         continue;
                 size_t pl = strlen(path);
-                if (pl < 5 || strcasecmp(path + pl - 5, ".gguf") != 0)
+                if (pl < 5 || strcasecmp(path + pl - 5, ".gguf") != 0 || !listed_file_ok(path))
                         continue;
                 (void) strbuf_printf(&names, "%s%s", names.len ? ", " : "", path);
                 if (by_name ? streq(path, sel) : !sel || strcasestr(path, sel)) {
@@ -387,12 +421,18 @@ static int choose_file(struct dl *d, struct json_object *list, const char *repo,
                         pick = e;
                 }
         }
-        if (matches == 0)
-                return job_fail(d, "quant_not_found", "%s%s%s has no matching .gguf file (files: %s)", repo,
-                                sel ? " :" : "", strempty(sel), names.len ? names.data : "none");
-        if (matches > 1)
-                return job_fail(d, "ambiguous_file", "%s has %zu matching .gguf files (%s): name one, e.g. hf:%s:FILE.gguf",
-                                repo, matches, names.data, repo);
+        if (matches == 0) {
+                *ret_code = "quant_not_found";
+                snprintf(err, errlen, "%s%s%s has no matching .gguf file (files: %s)", repo, sel ? " :" : "",
+                         strempty(sel), names.len ? names.data : "none");
+                return -ENOENT;
+        }
+        if (matches > 1) {
+                *ret_code = "ambiguous_file";
+                snprintf(err, errlen, "%s has %zu matching .gguf files (%s): name one, e.g. hf:%s:FILE.gguf", repo,
+                         matches, names.data, repo);
+                return -ENOTUNIQ;
+        }
         const char *path = NULL, *sha = NULL;
         struct json_object *lfs = NULL;
         uint64_t size = 0;
@@ -407,10 +447,39 @@ static int choose_file(struct dl *d, struct json_object *list, const char *repo,
         }
         if (sha && (strlen(sha) != 64 || strspn(sha, "0123456789abcdef") != 64))
                 sha = NULL;
+        /* Sizes go out as JSON int64 in the progress events and into off_t arithmetic. */
+        if (size > INT64_MAX) {
+                *ret_code = "upstream_error";
+                snprintf(err, errlen, "the listing of %s gives %s an impossible size (%llu bytes)", repo, path,
+                         (unsigned long long) size);
+                return -EBADMSG;
+        }
         *ret_path = strdup(path);
         *ret_sha = sha ? strdup(sha) : NULL;
         *ret_size = size;
-        return *ret_path ? 0 : -ENOMEM;
+        if (!*ret_path || (sha && !*ret_sha)) {
+                free(*ret_path);
+                free(*ret_sha);
+                *ret_path = *ret_sha = NULL;
+                *ret_code = "internal_error";
+                snprintf(err, errlen, "out of memory");
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static int choose_file(struct dl *d, struct json_object *list, const char *repo, const char *sel, char **ret_path,
+                       uint64_t *ret_size, char **ret_sha) {
+        const char *code = "internal_error";
+        char err[1024];
+        int r;
+
+        r = hive_download_choose_file(list, repo, sel, ret_path, ret_size, ret_sha, &code, err, sizeof(err));
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return job_fail(d, code, "%s", err);
+        return 0;
 }
 
 static int fetch_file(struct dl *d, const char *url, struct curl_slist *hdrs, const char *partial) {

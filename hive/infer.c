@@ -14,6 +14,7 @@
 #include "macros.h"
 #include "util.h"
 #include "wclient.h"
+#include "wreply.h"
 
 static void on_progress(void *userdata, const struct hive_worker *w, const char *state, const char *status) {
         struct hive_thread_arg *a = userdata;
@@ -50,24 +51,6 @@ static int worker_body(struct hive_job *j, bool stream, char **ret, size_t *ret_
         return 0;
 }
 
-/* "event: NAME" of one frame, or "" for a nameless one. */
-static void frame_event(const char *f, size_t len, char *name, size_t n) {
-        name[0] = 0;
-        for (size_t i = 0; i < len;) {
-                const char *nl = memchr(f + i, '\n', len - i);
-                size_t ll = nl ? (size_t) (nl - (f + i)) : len - i;
-                if (ll > 6 && strncmp(f + i, "event:", 6) == 0) {
-                        const char *v = f + i + 6;
-                        size_t vl = ll - 6;
-                        while (vl && *v == ' ')
-                                v++, vl--;
-                        snprintf(name, n, "%.*s", (int) MIN(vl, n - 1), v);
-                        return;
-                }
-                i += ll + 1;
-        }
-}
-
 /* Relay frames until the terminal one. 1 when it arrived, 0 on EOF without
  * one, negative on error. */
 static int relay(struct hive *h, struct hive_job *j, struct hive_wconn *c) {
@@ -77,11 +60,10 @@ static int relay(struct hive *h, struct hive_job *j, struct hive_wconn *c) {
         int r;
 
         for (;;) {
-                char *sep;
-                while (b.len && (sep = memmem(b.data, b.len, "\n\n", 2))) {
-                        size_t fl = (size_t) (sep - b.data) + 2;
+                size_t fl;
+                while ((fl = hive_wreply_frame_len(b.data, b.len)) > 0) {
                         bool terminal;
-                        frame_event(b.data, fl, name, sizeof(name));
+                        hive_wreply_frame_event(b.data, fl, name, sizeof(name));
                         terminal = streq(name, "end") || streq(name, "error");
                         pthread_mutex_lock(&h->lock);
                         if (streq(name, "token")) {
@@ -108,18 +90,14 @@ static int relay(struct hive *h, struct hive_job *j, struct hive_wconn *c) {
         }
 }
 
-static void fail_from_body(struct hive *h, struct hive_job *j, int status, const char *body) {
-        _cleanup_(json_object_putp) struct json_object *o = json_tokener_parse(body ? body : "");
-        struct json_object *e = NULL, *code = NULL, *msg = NULL;
+static void fail_from_body(struct hive *h, struct hive_job *j, int status, const char *body, size_t len) {
+        _cleanup_(json_object_putp) struct json_object *o = NULL;
+        const char *code, *msg;
 
-        if (o && json_object_object_get_ex(o, "error", &e) && e) {
-                json_object_object_get_ex(e, "code", &code);
-                json_object_object_get_ex(e, "message", &msg);
-        }
+        hive_wreply_error(body ? body : "", body ? len : 0, &o, &code, &msg);
         pthread_mutex_lock(&h->lock);
-        (void) hive_job_error_locked(h, j, code ? json_object_get_string(code) : "worker_failed",
-                                     "%s (worker answered HTTP %d)", msg ? json_object_get_string(msg) : "request failed",
-                                     status);
+        (void) hive_job_error_locked(h, j, code ? code : "worker_failed", "%s (worker answered HTTP %d)",
+                                     msg ? msg : "request failed", status);
         pthread_mutex_unlock(&h->lock);
 }
 
@@ -209,9 +187,10 @@ void *hive_infer_thread(void *arg) {
         status = hive_wconn_status(c);
         if (status != 200) {
                 _cleanup_(freep) char *eb = NULL;
-                size_t el;
-                (void) hive_wconn_read_all(c, 1 << 20, 10000, &eb, &el);
-                fail_from_body(h, j, status, eb);
+                size_t el = 0;
+                if (hive_wconn_read_all(c, 1 << 20, 10000, &eb, &el) < 0)
+                        el = 0;
+                fail_from_body(h, j, status, eb, el);
                 r = 1;
         } else
                 r = relay(h, j, c);

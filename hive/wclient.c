@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "wclient.h"
 
 #define HEAD_MAX 16384
+#define CHUNK_LINE_MAX 1024
 
 struct hive_wconn {
         int fd;
@@ -52,6 +54,25 @@ static int send_all(int fd, const void *p, size_t n) {
         return 0;
 }
 
+static struct hive_wconn *wconn_new(int fd) {
+        struct hive_wconn *c = calloc(1, sizeof(*c));
+
+        if (!c)
+                return NULL;
+        c->fd = fd;
+        c->watch_fd = -EBADF;
+        return c;
+}
+
+int hive_wconn_from_fd(int fd, struct hive_wconn **ret) {
+        struct hive_wconn *c = wconn_new(fd);
+
+        if (!c)
+                return -ENOMEM;
+        *ret = c;
+        return 0;
+}
+
 int hive_wconn_open(const char *socket_path, const char *method, const char *path, const char *content_type,
                     const char *body, size_t len, int timeout_ms, struct hive_wconn **ret) {
         _cleanup_(hive_wconn_freep) struct hive_wconn *c = NULL;
@@ -63,10 +84,9 @@ int hive_wconn_open(const char *socket_path, const char *method, const char *pat
         if (strlen(socket_path) >= sizeof(un.sun_path))
                 return -ENAMETOOLONG;
         memcpy(un.sun_path, socket_path, strlen(socket_path) + 1);
-        c = calloc(1, sizeof(*c));
+        c = wconn_new(-EBADF);
         if (!c)
                 return -ENOMEM;
-        c->watch_fd = -EBADF;
         c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (c->fd < 0)
                 return -errno;
@@ -136,6 +156,25 @@ static ssize_t fill(struct hive_wconn *c, int timeout_ms) {
         }
 }
 
+/* "SIZE[;ext]" before the CRLF at end: 1 to 16 hex digits and nothing
+ * before them (strtoull() would skip whitespace, the CRLF too, and take a
+ * sign or "0x"). */
+static int parse_chunk_size(const char *p, const char *end, uint64_t *ret) {
+        uint64_t v = 0;
+        const char *q;
+
+        for (q = p; q < end && isxdigit((unsigned char) *q); q++) {
+                if (q - p == 16)
+                        return -EBADMSG;
+                int d = isdigit((unsigned char) *q) ? *q - '0' : tolower((unsigned char) *q) - 'a' + 10;
+                v = v << 4 | (uint64_t) d;
+        }
+        if (q == p || (q < end && *q != ';'))
+                return -EBADMSG;
+        *ret = v;
+        return 0;
+}
+
 const char *hive_wconn_header(struct hive_wconn *c, const char *name) {
         static __thread char value[1024];
         size_t nl = strlen(name);
@@ -144,10 +183,11 @@ const char *hive_wconn_header(struct hive_wconn *c, const char *name) {
         while (p && p[2]) {
                 p += 2;
                 if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
-                        const char *v = p + nl + 1, *e = strstr(v, "\r\n");
+                        const char *v = p + nl + 1;
                         while (*v == ' ' || *v == '\t')
                                 v++;
-                        snprintf(value, sizeof(value), "%.*s", (int) (e ? e - v : (long) strlen(v)), v);
+                        /* One line: the hive forwards some values (Content-Type, Retry-After). */
+                        snprintf(value, sizeof(value), "%.*s", (int) MIN(strcspn(v, "\r\n"), sizeof(value) - 1), v);
                         return value;
                 }
                 p = strstr(p, "\r\n");
@@ -269,9 +309,14 @@ ssize_t hive_wconn_read(struct hive_wconn *c, void *out, size_t n, int timeout_m
                 }
                 /* A chunk boundary: "\r\n" after the previous chunk's data, then "SIZE[;ext]\r\n". */
                 const char *crlf = memmem(c->buf + c->off, avail, "\r\n", 2);
+                /* The chunk's data ends with its CRLF, and nothing else; a
+                 * size line is limited the same whether it arrived whole or
+                 * in pieces. */
+                if ((c->in_chunk && avail >= 2 && crlf != c->buf + c->off) ||
+                    (!crlf && avail > CHUNK_LINE_MAX + 1 /* its CR may be here already */) ||
+                    (crlf && (size_t) (crlf - (c->buf + c->off)) > CHUNK_LINE_MAX))
+                        return -EBADMSG;
                 if (!crlf) {
-                        if (avail > 1024)
-                                return -EBADMSG;
                         k = fill(c, left_ms);
                         if (k < 0)
                                 return k;
@@ -279,17 +324,13 @@ ssize_t hive_wconn_read(struct hive_wconn *c, void *out, size_t n, int timeout_m
                                 return -ECONNRESET;
                         continue;
                 }
-                if (crlf == c->buf + c->off) {
-                        if (!c->in_chunk)
-                                return -EBADMSG;
+                if (c->in_chunk) {
                         c->off += 2;
                         c->in_chunk = false;
                         continue;
                 }
-                char *end;
-                errno = 0;
-                unsigned long long size = strtoull(c->buf + c->off, &end, 16);
-                if (errno || end == c->buf + c->off || (*end != '\r' && *end != ';'))
+                uint64_t size;
+                if (parse_chunk_size(c->buf + c->off, crlf, &size) < 0)
                         return -EBADMSG;
                 c->off = (size_t) (crlf - c->buf) + 2;
                 if (size == 0) {

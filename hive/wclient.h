@@ -18,6 +18,9 @@ struct hive_wconn;
  * nobody listens. */
 int hive_wconn_open(const char *socket_path, const char *method, const char *path, const char *content_type,
                     const char *body, size_t len, int timeout_ms, struct hive_wconn **ret);
+/* The same over a connected socket whose request went out already (tests);
+ * c owns fd from then on. */
+int hive_wconn_from_fd(int fd, struct hive_wconn **ret);
 /* Read the status line and headers: the status, or -ECONNRESET when the
  * worker closed without answering, -ETIMEDOUT, -EBADMSG. */
 int hive_wconn_read_head(struct hive_wconn *c, int timeout_ms);
@@ -26,7 +29,8 @@ int hive_wconn_status(const struct hive_wconn *c);
  * (the reads still return it). -E2BIG for chunked, until-close or large
  * bodies; -ECONNRESET when it ends early. */
 int hive_wconn_peek_body(struct hive_wconn *c, int timeout_ms, const char **ret, size_t *ret_len);
-/* A response header (case-insensitive), or NULL. */
+/* A response header (case-insensitive): the first of that name, up to the
+ * end of its line (no CR or LF), at most 1023 bytes; or NULL. */
 const char *hive_wconn_header(struct hive_wconn *c, const char *name);
 /* Decoded body bytes: > 0 bytes, 0 at the proper end of the body,
  * -ECONNRESET when the connection ended early (a worker that died),

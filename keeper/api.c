@@ -6,6 +6,7 @@
 #include "json-util.h"
 #include "keeper.h"
 #include "strutil.h"
+#include "term.h"
 
 #define JSON_DEPTH_MAX 64
 
@@ -191,10 +192,46 @@ int keeper_connect(struct keeper *k) {
         return 0;
 }
 
-static void sanitize(char *s) {
+static bool needs_sanitizing(const char *s) {
         for (; *s; s++)
-                if ((unsigned char) *s < 0x20 || *s == 0x7f)
-                        *s = ' ';
+                if ((unsigned char) *s < 0x20 || *s == 0x7f ||
+                    ((unsigned char) s[0] == 0xc2 && (unsigned char) s[1] >= 0x80 && (unsigned char) s[1] <= 0x9f))
+                        return true;
+        return false;
+}
+
+void keeper_json_sanitize(struct json_object *o) {
+        switch (json_object_get_type(o)) {
+        case json_type_object: {
+                json_object_object_foreach(o, key, v) {
+                        (void) key;
+                        keeper_json_sanitize(v);
+                }
+                break;
+        }
+        case json_type_array:
+                for (size_t i = 0; i < json_object_array_length(o); i++)
+                        keeper_json_sanitize(json_object_array_get_idx(o, i));
+                break;
+        case json_type_string: {
+                const char *s = json_object_get_string(o);
+                char *copy;
+                /* A string with a NUL is cut there: what follows would not be shown anyway. */
+                if (!needs_sanitizing(s) && strlen(s) == (size_t) json_object_get_string_len(o))
+                        break;
+                copy = strdup(s);
+                if (!copy) {
+                        (void) json_object_set_string(o, "");
+                        break;
+                }
+                keeper_term_sanitize(copy);
+                (void) json_object_set_string(o, copy);
+                free(copy);
+                break;
+        }
+        default:
+                break;
+        }
 }
 
 void keeper_set_http_error(struct keeper *k, const struct keeper_http_response *resp) {
@@ -218,13 +255,13 @@ void keeper_set_http_error(struct keeper *k, const struct keeper_http_response *
         else
                 snprintf(k->err.message, sizeof(k->err.message), "HTTP %ld", resp->status);
         str_strip_trailing(k->err.message);
-        sanitize(k->err.message);
+        keeper_term_sanitize(k->err.message);
 }
 
 void keeper_set_transport_error(struct keeper *k, int r, const char *detail) {
         k->err = (struct keeper_hive_error) {};
         snprintf(k->err.message, sizeof(k->err.message), "%s", detail && *detail ? detail : strerror(-r));
-        sanitize(k->err.message);
+        keeper_term_sanitize(k->err.message);
 }
 
 int keeper_api_stream(struct keeper *k, const char *method, const char *path, struct json_object *body,
@@ -277,6 +314,9 @@ int keeper_api(struct keeper *k, const char *method, const char *path, struct js
                 }
         }
         keeper_http_response_done(&resp);
+        /* What the hive says is shown to people, except with --json, where it is data. */
+        if (o && !k->json)
+                keeper_json_sanitize(o);
         if (ret)
                 *ret = o;
         else

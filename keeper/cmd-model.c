@@ -242,7 +242,7 @@ struct download {
 static int dl_event(void *userdata, const char *name, const char *data, size_t len) {
         struct download *d = userdata;
         _cleanup_(json_object_putp) struct json_object *o = NULL;
-        char jerr[128];
+        char jerr[128] = "";
         const char *s;
 
         if (json_parse_strict(data, len, 32, &o, jerr, sizeof(jerr)) < 0 || !json_object_is_type(o, json_type_object)) {
@@ -250,6 +250,9 @@ static int dl_event(void *userdata, const char *name, const char *data, size_t l
                          jerr[0] ? jerr : "not a JSON object");
                 return -EBADMSG;
         }
+        /* File names and messages go to the terminal (the model to stdout with --json, as data). */
+        if (!d->k->json)
+                keeper_json_sanitize(o);
         if (streq(name, "progress")) {
                 int64_t bytes = 0, total = 0;
                 double speed = -1;
@@ -413,6 +416,8 @@ static int model_download(struct keeper *k, int argc, char **argv) {
                 return keeper_error(k, "%s answered the download request without a job id and events URL: the hive and "
                                     "rbee may be different versions ('rbee hive status')", keeper_hive_label(k));
         snprintf(d.job_id, sizeof(d.job_id), "%s", s);
+        /* Shown on stderr when Ctrl+C cancels, --json or not. */
+        keeper_term_sanitize(d.job_id);
         json_get_bool(job, "existing", &existing);
         if (existing)
                 keeper_note(k, "%s is already downloading (job %s); following that download", ref, d.job_id);

@@ -214,6 +214,8 @@ static int worker_spawn(struct keeper *k, int argc, char **argv) {
         keeper_http_response_done(&resp);
         if (k->json && o)
                 return keeper_print_json(k, o) < 0 ? KEEPER_EXIT_ERROR : KEEPER_EXIT_OK;
+        if (o)
+                keeper_json_sanitize(o);
         if (!k->quiet) {
                 const char *state = o ? str_field(o, "state") : NULL;
                 int64_t pid = 0;

@@ -264,9 +264,7 @@ static void set_status(struct state *s, const char *text) {
                 return;
         snprintf(s->status, sizeof(s->status), "%.250s", text);
         /* Control characters from the network must not steer the terminal. */
-        for (char *c = s->status; *c; c++)
-                if ((unsigned char) *c < 0x20 || *c == 0x7f)
-                        *c = ' ';
+        keeper_term_sanitize(s->status);
         if (s->k->err_tty)
                 status_draw(s);
         else

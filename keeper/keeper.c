@@ -141,14 +141,20 @@ int keeper_one_arg(struct keeper *k, const char *cmd, int argc, char **argv, con
 static void vmessage(struct keeper *k, bool error, const char *fmt, va_list ap) _printf_(3, 0);
 static void vmessage(struct keeper *k, bool error, const char *fmt, va_list ap) {
         bool color = error && k->err_color;
+        _cleanup_(freep) char *msg = NULL;
 
+        /* Messages quote what the hive said: a line each, nothing the terminal obeys. */
+        if (vasprintf(&msg, fmt, ap) < 0)
+                msg = NULL;
+        else
+                keeper_term_sanitize(msg);
         fflush(stdout);
         if (color)
                 fputs(KEEPER_ANSI_BOLD_RED, stderr);
         fputs("rbee: ", stderr);
         if (color)
                 fputs(KEEPER_ANSI_RESET KEEPER_ANSI_RED, stderr);
-        vfprintf(stderr, fmt, ap);
+        fputs(msg ? msg : "out of memory", stderr);
         if (color)
                 fputs(KEEPER_ANSI_RESET, stderr);
         fputc('\n', stderr);

@@ -140,6 +140,9 @@ int keeper_api_stream(struct keeper *k, const char *method, const char *path, st
 
 /* Fill k->err from an HTTP answer that is not a success. */
 void keeper_set_http_error(struct keeper *k, const struct keeper_http_response *resp);
+/* Make every string in o safe to show on a terminal (keeper_term_sanitize());
+ * keeper_api() does it to its answers unless --json. */
+void keeper_json_sanitize(struct json_object *o);
 /* Fill k->err from a transport error. */
 void keeper_set_transport_error(struct keeper *k, int r, const char *detail);
 

@@ -26,6 +26,8 @@ void keeper_progress_init(struct keeper_progress *p, const char *label, bool tty
                 .last_quarter = -1,
         };
         snprintf(p->label, sizeof(p->label), "%s", label);
+        /* The label is a file name the hive sent, on the terminal with --json too. */
+        keeper_term_sanitize(p->label);
 }
 
 static void draw(struct keeper_progress *p) {

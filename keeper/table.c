@@ -82,9 +82,7 @@ int keeper_table_add(struct keeper_table *t, const char *const *cells) {
                         return -ENOMEM;
                 }
                 /* Cells are one line each: a control character would break the layout. */
-                for (char *p = row[i].text; *p; p++)
-                        if ((unsigned char) *p < 0x20 || *p == 0x7f)
-                                *p = ' ';
+                keeper_term_sanitize(row[i].text);
         }
         t->n_rows++;
         return 0;

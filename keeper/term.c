@@ -113,6 +113,20 @@ size_t keeper_term_width(const char *s, size_t n) {
         return w;
 }
 
+void keeper_term_sanitize(char *s) {
+        char *w = s;
+
+        for (const char *p = s; *p; p++) {
+                unsigned char c = (unsigned char) *p;
+                if (c == 0xc2 && (unsigned char) p[1] >= 0x80 && (unsigned char) p[1] <= 0x9f) {
+                        p++;
+                        *w++ = ' ';
+                } else
+                        *w++ = c < 0x20 || c == 0x7f ? ' ' : (char) c;
+        }
+        *w = 0;
+}
+
 size_t keeper_term_prefix_fitting(const char *s, size_t n, size_t cols) {
         const unsigned char *p = (const unsigned char *) s;
         size_t w = 0, i = 0;

@@ -40,3 +40,9 @@ size_t keeper_term_width(const char *s, size_t n);
 
 /* Byte length of the longest prefix of s[0..n) that fits in cols columns. */
 size_t keeper_term_prefix_fitting(const char *s, size_t n, size_t cols);
+
+/* Make text from the network safe to show, in place: C0 controls, DEL and C1
+ * controls (U+0080..U+009F, UTF-8 C2 80..C2 9F; CSI to some terminals)
+ * become spaces, so that no escape sequence reaches the terminal and a line
+ * stays one line. */
+void keeper_term_sanitize(char *s);

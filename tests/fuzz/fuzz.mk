@@ -6,7 +6,7 @@
 #   make fuzz-merge                   minimize what `make fuzz` found into tests/fuzz/corpus/
 #   make fuzz-build                   only build the libFuzzer binaries ($(BUILD)/fuzz/)
 
-FUZZ_ALL := gguf tokenizer worker-request hive-request sse model-ref
+FUZZ_ALL := gguf tokenizer worker-request hive-request sse model-ref hf-listing worker-reply keeper-json
 FUZZ_TARGETS ?= $(FUZZ_ALL)
 FUZZ_TIME ?= 600
 FUZZ_CC ?= clang
@@ -83,8 +83,9 @@ fuzz: $(FUZZ_BINS)
 fuzz-merge: $(FUZZ_BINS)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		mkdir -p $(FUZZ_DIR)/corpus/$$t tests/fuzz/corpus/$$t; \
-		case $$t in gguf) ml=2048;; tokenizer) ml=128;; worker-request|sse) ml=512;; *) ml=4096;; esac; \
-		$(FUZZ_DIR)/fuzz-$$t -merge=1 -max_len=$$ml tests/fuzz/corpus/$$t $(FUZZ_DIR)/corpus/$$t \
+		case $$t in gguf) ml=2048;; tokenizer) ml=128;; worker-request|sse) ml=512;; keeper-json) ml=700;; *) ml=4096;; esac; \
+		mf=; [ $$t = keeper-json ] && mf=-use_counters=0; \
+		$(FUZZ_DIR)/fuzz-$$t -merge=1 $$mf -max_len=$$ml tests/fuzz/corpus/$$t $(FUZZ_DIR)/corpus/$$t \
 			> $(FUZZ_DIR)/$$t-merge.log 2>&1 || { tail -n 20 $(FUZZ_DIR)/$$t-merge.log; exit 1; }; \
 		echo "fuzz-$$t: $$(ls tests/fuzz/corpus/$$t | wc -l) inputs"; \
 	done
