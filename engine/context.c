@@ -138,8 +138,13 @@ int rbee_context_new(rbee_model *m, const struct rbee_context_params *p, rbee_co
         c->out_tok = malloc_multiply(S, sizeof(uint32_t));
         c->seq_pos = calloc(S, sizeof(uint32_t));
         c->seq_tmp = calloc(S, sizeof(uint32_t));
+        c->top_want = calloc(S, sizeof(uint32_t));
+        c->top_n = calloc(S, sizeof(uint32_t));
+        c->top_l = malloc_multiply(S * RBEE_SAMPLER_TOP_MAX, sizeof(float));
+        c->top_id = malloc_multiply(S * RBEE_SAMPLER_TOP_MAX, sizeof(int32_t));
+        c->logits_remote = calloc(S, sizeof(bool));
         if (!c->history || !c->tokens || !c->tok_seq || !c->tok_pos || !c->out_tok || !c->seq_pos ||
-            !c->seq_tmp)
+            !c->seq_tmp || !c->top_want || !c->top_n || !c->top_l || !c->top_id || !c->logits_remote)
                 return -ENOMEM;
 
         /* Frequencies as llama2.c and llama.cpp compute them, divided by the
@@ -154,7 +159,8 @@ int rbee_context_new(rbee_model *m, const struct rbee_context_params *p, rbee_co
         r = rbee_pool_new(c->n_threads, &c->pool);
         if (r < 0)
                 return r;
-        if (p->backend == RBEE_BACKEND_CUDA && (r = rbee_cuda_new(m, p->device, c->n_ctx, c->n_batch, &c->cuda)) < 0)
+        if (p->backend == RBEE_BACKEND_CUDA &&
+            (r = rbee_cuda_new(m, p->device, c->n_ctx, c->n_batch, p->progress, p->progress_userdata, &c->cuda)) < 0)
                 return r;
 
         log_info("context: %u x %u tokens, batch %u, %d threads, %.1f MiB of buffers (KV cache %.1f MiB)",
@@ -180,6 +186,11 @@ rbee_context *rbee_context_free(rbee_context *c) {
         free(c->out_tok);
         free(c->seq_pos);
         free(c->seq_tmp);
+        free(c->top_want);
+        free(c->top_n);
+        free(c->top_l);
+        free(c->top_id);
+        free(c->logits_remote);
         free(c->x);
         free(c->xb);
         free(c->xb2);
@@ -248,9 +259,26 @@ static int run_staged(rbee_context *c, uint32_t n) {
 
         c->n_tokens = n;
         if (c->cuda) {
-                /* One sequence, and its logits entry (if any) ends the chunk;
-                 * the device always returns the last token's logits. */
-                int r = rbee_cuda_forward(c->cuda, c->tokens, n, c->tok_pos[0], c->n_out ? c->logits : c->logits_out);
+                /* One sequence, and its logits entry (if any) ends the chunk.
+                 * The device computes the last token's logits either way. */
+                const uint32_t seq = c->tok_seq[0], k = c->n_out ? c->top_want[seq] : 0;
+                int r;
+
+                /* A pass without logits overwrites those still on the device:
+                 * fetch them first, so that they stay readable as on the CPU. */
+                if (!c->n_out) {
+                        if (c->logits_remote[seq] && !rbee_get_seq_logits(c, seq))
+                                return -EIO;
+                        c->top_n[seq] = 0;
+                }
+                r = rbee_cuda_forward(c->cuda, c->tokens, n, c->tok_pos[0], k, c->n_out && !k ? c->logits : NULL,
+                                      c->top_l + (size_t) seq * RBEE_SAMPLER_TOP_MAX,
+                                      c->top_id + (size_t) seq * RBEE_SAMPLER_TOP_MAX);
+                if (c->n_out) {
+                        c->top_want[seq] = 0;
+                        c->top_n[seq] = r < 0 ? 0 : k;
+                        c->logits_remote[seq] = r >= 0 && k > 0;
+                }
                 if (r < 0)
                         return r;
         } else {
@@ -344,9 +372,34 @@ int rbee_decode_batch(rbee_context *c, const struct rbee_batch_entry *e, size_t 
 }
 
 const float *rbee_get_logits(const rbee_context *c) {
-        return c->logits;
+        return rbee_get_seq_logits(c, 0);
 }
 
 const float *rbee_get_seq_logits(const rbee_context *c, uint32_t seq) {
-        return seq < c->n_seq ? c->logits + (size_t) seq * c->model->info.n_vocab : NULL;
+        if (seq >= c->n_seq)
+                return NULL;
+        float *l = c->logits + (size_t) seq * c->model->info.n_vocab;
+        if (c->logits_remote[seq]) {
+                /* Fetched on first use: the caller sees the context as it was,
+                 * and contexts are never const objects, so the cast is sound. */
+                rbee_context *mc = (rbee_context *) c;
+                if (rbee_cuda_get_logits(mc->cuda, l) < 0)
+                        return NULL;
+                mc->logits_remote[seq] = false;
+        }
+        return l;
+}
+
+void rbee_seq_want_top(rbee_context *c, uint32_t seq, uint32_t k) {
+        /* Only a device selects candidates; the CPU has every logit at hand. */
+        if (c->cuda && seq < c->n_seq)
+                c->top_want[seq] = MIN(MIN(k, (uint32_t) RBEE_SAMPLER_TOP_MAX), (uint32_t) c->model->info.n_vocab);
+}
+
+size_t rbee_seq_top(const rbee_context *c, uint32_t seq, const float **ret_l, const int32_t **ret_id) {
+        if (seq >= c->n_seq || c->top_n[seq] == 0)
+                return 0;
+        *ret_l = c->top_l + (size_t) seq * RBEE_SAMPLER_TOP_MAX;
+        *ret_id = c->top_id + (size_t) seq * RBEE_SAMPLER_TOP_MAX;
+        return c->top_n[seq];
 }

@@ -59,11 +59,33 @@ struct rbee_context {
         /* Set when the forward pass runs on a CUDA device (then k_cache and
          * v_cache are unused: the cache lives on the device). */
         struct rbee_cuda *cuda;
+
+        /* CUDA: how many first candidates the sampler of each sequence needs
+         * from its next logits (0: all logits), a hint that the next pass
+         * computing them takes and clears; after it, the candidates the
+         * device selected, and whether the logits themselves are still on
+         * the device only (rbee_get_seq_logits() fetches them). */
+        uint32_t *top_want;     /* [n_seq] */
+        uint32_t *top_n;        /* [n_seq] valid entries of top_l/top_id; 0: use the logits */
+        float *top_l;           /* [n_seq][RBEE_SAMPLER_TOP_MAX] */
+        int32_t *top_id;        /* [n_seq][RBEE_SAMPLER_TOP_MAX] */
+        bool *logits_remote;    /* [n_seq] */
 };
 
 static inline int32_t *rbee_seq_history(rbee_context *c, uint32_t seq) {
         return c->history + (size_t) seq * c->n_ctx;
 }
+
+/* The sampler of seq needs only its first k candidates (k from
+ * rbee_sampler_top_needed(), 0: every logit) from the next logits computed
+ * for seq. A hint: backends that cannot select them on their own compute
+ * full logits, and rbee_get_seq_logits() always returns full logits. */
+void rbee_seq_want_top(rbee_context *c, uint32_t seq, uint32_t k);
+
+/* The first candidates selected for seq's last logits (see
+ * rbee_sampler_sample_top()): their count, 0 when there are only the full
+ * logits. Valid until the next decode. */
+size_t rbee_seq_top(const rbee_context *c, uint32_t seq, const float **ret_l, const int32_t **ret_id);
 
 #define RBEE_DEQ_ROWS 64
 /* From this many tokens on, float matrices are multiplied with BLAS; below

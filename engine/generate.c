@@ -214,6 +214,7 @@ int rbee_stream_prefill(rbee_stream *s, size_t max) {
         if (max > 0)
                 n = MIN(n, max);
         double t0 = now_ms();
+        rbee_seq_want_top(c, s->seq, (uint32_t) rbee_sampler_top_needed(s->smp));
         r = rbee_seq_decode(c, s->seq, s->prompt + s->n_done, n);
         if (r < 0)
                 return s->error = r;
@@ -238,7 +239,23 @@ static bool stream_sample(rbee_stream *s, int32_t *ret_token) {
                 stream_finish(s, RBEE_STOP_LENGTH);
                 return false;
         }
-        int32_t tok = rbee_sampler_sample(s->smp, rbee_get_seq_logits(c, s->seq));
+        /* From the first candidates when the device selected them: the same
+         * token as from the logits, which are then never copied back. */
+        const float *top_l, *l;
+        const int32_t *top_id;
+        size_t n_top = rbee_seq_top(c, s->seq, &top_l, &top_id);
+        int32_t tok = n_top > 0 ? rbee_sampler_sample_top(s->smp, top_l, top_id, n_top) : -EINVAL;
+        if (tok < 0) {
+                if (n_top > 0)
+                        log_warning("the device's candidates for sequence %u are unusable (%d): sampling from "
+                                    "the logits", s->seq, tok);
+                l = rbee_get_seq_logits(c, s->seq);
+                if (!l) {
+                        s->error = -EIO;
+                        return false;
+                }
+                tok = rbee_sampler_sample(s->smp, l);
+        }
         rbee_sampler_accept(s->smp, tok);
         if (!p->ignore_eos && rbee_vocab_is_eog(c->model->vocab, tok)) {
                 stream_finish(s, RBEE_STOP_EOS);
@@ -320,6 +337,10 @@ int rbee_stream_step(rbee_stream *const *s, size_t n) {
         }
         if (k == 0)
                 return 0;
+        for (size_t i = 0; i < n_in; i++)
+                rbee_seq_want_top(in[i]->c, in[i]->seq, (uint32_t) rbee_sampler_top_needed(in[i]->smp));
+        for (size_t i = 0; i < n_pre; i++)
+                rbee_seq_want_top(pre[i]->c, pre[i]->seq, (uint32_t) rbee_sampler_top_needed(pre[i]->smp));
         double t0 = now_ms();
         r = rbee_decode_batch(s[0]->c, e, k);
         if (r < 0) {

@@ -113,7 +113,9 @@ enum rbee_matmul {
 
 /* Where a context runs the forward pass. CUDA keeps the weights (uploaded
  * once per model and device, in their file types), the KV cache and every
- * activation on the device; only the logits come back for the sampler. */
+ * activation on the device; only the logits come back for the sampler, or
+ * when generation needs no more (greedy, top_k without penalties: see
+ * rbee_sampler_top_needed()), only its first candidates. */
 enum rbee_backend {
         RBEE_BACKEND_CPU,
         RBEE_BACKEND_CUDA,
@@ -129,6 +131,13 @@ struct rbee_context_params {
         uint32_t n_seq;         /* sequences, each with a KV cache of n_ctx tokens; 0: 1 (CPU only) */
         bool kv_f32;            /* keep the KV cache in F32 instead of F16 (twice the memory, and
                                  * the bandwidth that long contexts are bound by) */
+        /* CUDA: called while the weights go to the device, once per layer
+         * uploaded (only by the context that uploads them: later contexts
+         * on the device share them). Return false to cancel:
+         * rbee_context_new() then returns -ECANCELED. It must not create
+         * or free contexts. */
+        rbee_progress_fn progress;
+        void *progress_userdata;
 };
 
 /* The most sequences a context holds. */
@@ -152,6 +161,7 @@ int rbee_cuda_device_info(int device, struct rbee_gpu_info *ret);
 /* -ENOMEM when the KV cache and buffers cannot be allocated (for CUDA: when
  * the weights and buffers do not fit in the device's free memory); -EINVAL
  * for bad params; -ENODEV for a CUDA device that is absent or unusable;
+ * -ECANCELED when the progress callback asked to stop;
  * -EOPNOTSUPP for a CUDA context in a build without CUDA, or a model with a
  * tensor type the CUDA kernels do not cover. The reason is logged. */
 int rbee_context_new(rbee_model *m, const struct rbee_context_params *p, rbee_context **ret);
@@ -183,7 +193,10 @@ uint32_t rbee_seq_match(rbee_context *c, uint32_t seq, const int32_t *tokens, si
  * the logits of the last one. -EINVAL for a token id out of range or n == 0,
  * -ENOSPC when the tokens do not fit in the context (nothing is changed). */
 int rbee_decode(rbee_context *c, const int32_t *tokens, size_t n);
-/* Logits of the last decoded token (n_vocab floats), valid until the next decode. */
+/* Logits of the last decoded token (n_vocab floats), valid until the next
+ * decode. On CUDA, when generation needed only the sampler's first
+ * candidates, the logits are copied from the device here, on first use:
+ * NULL if that fails (logged). */
 const float *rbee_get_logits(const rbee_context *c);
 
 /* rbee_decode() for sequence seq; -EINVAL also for a seq out of range. */
@@ -207,7 +220,8 @@ struct rbee_batch_entry {
  * -ENOSPC when a sequence would overflow n_ctx; nothing is changed then. */
 int rbee_decode_batch(rbee_context *c, const struct rbee_batch_entry *entries, size_t n);
 /* The logits computed last for seq (n_vocab floats, zeros before any), valid
- * until a later decode of seq; NULL for a seq out of range. */
+ * until a later decode of seq; NULL for a seq out of range, or as
+ * rbee_get_logits() says. */
 const float *rbee_get_seq_logits(const rbee_context *c, uint32_t seq);
 
 enum rbee_stop_reason {

@@ -707,11 +707,36 @@ static inline void cand_swap(const struct cands *c, size_t a, size_t b) {
         c->id[b] = id;
 }
 
+/* Put (v, id) into the heap hl/hid of m entries at hole j, moving worse
+ * children up: the root is the worst entry, the last in candidate order. */
+static void heap_sift_down(float *hl, int32_t *hid, size_t m, size_t j, float v, int32_t id) {
+        for (;;) {
+                size_t a = 2 * j + 1, b = a + 1, worst;
+
+                if (a >= m)
+                        break;
+                worst = a;
+                if (b < m && (hl[b] < hl[a] || (hl[b] == hl[a] && hid[b] > hid[a])))
+                        worst = b;
+                if (!(hl[worst] < v || (hl[worst] == v && hid[worst] > id)))
+                        break;
+                hl[j] = hl[worst];
+                hid[j] = hid[worst];
+                j = worst;
+        }
+        hl[j] = v;
+        hid[j] = id;
+}
+
 /* Keep the k first tokens of l[0, n) (finite ones only) in a binary heap
- * whose root is the worst kept one; writes them to c[0, m), unordered, and
- * returns m = min(k, finite tokens). One compare per token for almost all of
- * them: no sort of the vocabulary. Tokens come in id order, so a token tying
- * the root on logit has a higher id and never displaces it. */
+ * whose root is the worst kept one, then sort the heap: writes them to
+ * c[0, m) in candidate order and returns m = min(k, finite tokens). One
+ * compare per token for almost all of them: no sort of the vocabulary.
+ * Tokens come in id order, so a token tying the root on logit has a higher
+ * id and never displaces it. The sort makes what follows (mass sums, the
+ * quickselect) independent of how the heap happened to be arranged, so that
+ * the same k candidates from elsewhere (a device reduction, see
+ * rbee_sampler_sample_top()) give the same token. */
 static size_t top_k_heap(const float *l, size_t n, size_t k, const struct cands *c) {
         float *hl = c->l;
         int32_t *hid = c->id;
@@ -741,24 +766,16 @@ static size_t top_k_heap(const float *l, size_t n, size_t k, const struct cands 
                 }
                 if (!(v > hl[0]))
                         continue;
-                /* replace the root and sift down */
-                j = 0;
-                for (;;) {
-                        size_t a = 2 * j + 1, b = a + 1, worst;
+                heap_sift_down(hl, hid, m, 0, v, (int32_t) i);
+        }
+        /* heapsort: the worst goes to the end, again and again */
+        for (size_t end = m; end > 1; end--) {
+                float v = hl[end - 1];
+                int32_t id = hid[end - 1];
 
-                        if (a >= m)
-                                break;
-                        worst = a;
-                        if (b < m && (hl[b] < hl[a] || (hl[b] == hl[a] && hid[b] > hid[a])))
-                                worst = b;
-                        if (!(hl[worst] < v || (hl[worst] == v && hid[worst] > (int32_t) i)))
-                                break;
-                        hl[j] = hl[worst];
-                        hid[j] = hid[worst];
-                        j = worst;
-                }
-                hl[j] = v;
-                hid[j] = (int32_t) i;
+                hl[end - 1] = hl[0];
+                hid[end - 1] = hid[0];
+                heap_sift_down(hl, hid, end - 1, 0, v, id);
         }
         return m;
 }
@@ -957,15 +974,16 @@ static size_t sort_survivors(const struct cands *c, size_t m, const float *l, si
         return gather_upto(l, n, c->l[last], c->id[last], c->l, c->id);
 }
 
-/* top_k on: the k first candidates from a heap, then min_p, then the mass
- * cut over what top_k kept. Leaves the survivors in c[0, m) in id order. */
-static size_t keep_top_k(rbee_sampler *s, const struct cands *c, const float *l, size_t n,
-                         float max, float thr) {
+/* top_k on: the m first candidates, c[0, m) in candidate order, cut by
+ * min_p, then by mass over what top_k kept. Leaves the survivors in c[0, m)
+ * in id order. l and n (the vocabulary) are read only for more than
+ * SORT_MAX survivors. */
+static size_t cut_top_k(rbee_sampler *s, const struct cands *c, size_t m, const float *l, size_t n,
+                        float max, float thr) {
         const struct rbee_sampler_params *p = &s->params;
         double z = 0.0;
-        size_t m, k = 0;
+        size_t k = 0;
 
-        m = top_k_heap(l, n, (size_t) p->top_k, c);
         /* top_p's mass is over what top_k left, before min_p */
         if (p->top_p < 1.0f)
                 z = sum_exp(c->l, m, max, 1.0f);
@@ -1014,12 +1032,31 @@ static size_t keep_vocab(rbee_sampler *s, const struct cands *c, const float *l,
         return gather_at_least(l, n, thr, c->l, c->id);
 }
 
+/* Draw among the survivors c[0, m) (m > 0, in id order) at the sampling
+ * temperature: exactly one random number. */
+static int32_t draw(rbee_sampler *s, const struct cands *c, size_t m, float max) {
+        double total, r, acc = 0.0;
+
+        exp_map(c->l, c->w, m, max, 1.0f / s->params.temperature);
+        total = sum(c->w, m);
+        r = rng_uniform(s->rng) * total;
+        for (size_t j = 0; j < m; j++) {
+                acc += (double) c->w[j];
+                if (r < acc)
+                        return c->id[j];
+        }
+        /* rounding pushed r to the very end */
+        return c->id[m - 1];
+}
+
+/* The device path hands at most this many candidates, all sorted by id directly. */
+_Static_assert(RBEE_SAMPLER_TOP_MAX <= SORT_MAX, "top candidates must not need the vocabulary");
+
 int32_t rbee_sampler_sample(rbee_sampler *s, const float *logits) {
         const struct rbee_sampler_params *p;
         struct cands c;
         size_t n, m;
         float *l, max, thr;
-        double total, r, acc = 0.0;
 
         if (!s || !logits)
                 return 0;
@@ -1047,19 +1084,65 @@ int32_t rbee_sampler_sample(rbee_sampler *s, const float *logits) {
                 c.l[0] = max;
                 c.id[0] = (int32_t) first_index_of(l, n, max);
                 m = 1;
-        } else if (p->top_k > 0 && (size_t) p->top_k < n)
-                m = keep_top_k(s, &c, l, n, max, thr);
-        else
+        } else if (p->top_k > 0 && (size_t) p->top_k < n) {
+                m = top_k_heap(l, n, (size_t) p->top_k, &c);
+                m = cut_top_k(s, &c, m, l, n, max, thr);
+        } else
                 m = keep_vocab(s, &c, l, n, max, thr);
 
-        exp_map(c.l, c.w, m, max, 1.0f / p->temperature);
-        total = sum(c.w, m);
-        r = rng_uniform(s->rng) * total;
-        for (size_t j = 0; j < m; j++) {
-                acc += (double) c.w[j];
-                if (r < acc)
-                        return c.id[j];
+        return draw(s, &c, m, max);
+}
+
+int32_t rbee_sampler_top_needed(const rbee_sampler *s) {
+        const struct rbee_sampler_params *p;
+
+        if (!s || s->penalties)
+                return 0;
+        p = &s->params;
+        if (p->temperature <= 0.0f || isinf(1.0f / p->temperature) || p->top_p <= 0.0f)
+                return 1;
+        if (p->top_k > 0 && p->top_k < s->n_vocab && p->top_k <= RBEE_SAMPLER_TOP_MAX)
+                return p->top_k;
+        return 0;
+}
+
+int32_t rbee_sampler_sample_top(rbee_sampler *s, const float *l, const int32_t *id, size_t n) {
+        const struct rbee_sampler_params *p;
+        struct cands c;
+        int32_t need;
+        size_t m = 0;
+        float max, thr;
+
+        need = rbee_sampler_top_needed(s);
+        if (need == 0 || !l || !id || n < (size_t) need || n > RBEE_SAMPLER_TOP_MAX)
+                return -EINVAL;
+        for (size_t j = 0; j < n; j++) {
+                if (isnan(l[j]) || id[j] < 0 || id[j] >= s->n_vocab)
+                        return -EINVAL;
+                if (j > 0 && !(l[j - 1] > l[j] || (l[j - 1] == l[j] && id[j - 1] < id[j])))
+                        return -EINVAL;
         }
-        /* rounding pushed r to the very end */
-        return c.id[m - 1];
+        p = &s->params;
+        c = (struct cands) { .l = s->cl, .w = s->cw, .id = s->cid };
+
+        /* The same steps as rbee_sampler_sample() on what they would see:
+         * l[0] is the max, the first in candidate order. */
+        max = l[0];
+        if (p->temperature <= 0.0f || isinf(max) || isinf(1.0f / p->temperature))
+                return id[0];
+        thr = p->min_p > 0.0f ? max + logf(p->min_p) : -FLT_MAX;
+        if (p->top_p <= 0.0f) {
+                c.l[0] = max;
+                c.id[0] = id[0];
+                m = 1;
+        } else {
+                /* what top_k_heap() keeps: the finite ones among the first top_k */
+                while (m < (size_t) need && l[m] > -INFINITY) {
+                        c.l[m] = l[m];
+                        c.id[m] = id[m];
+                        m++;
+                }
+                m = cut_top_k(s, &c, m, NULL, 0, max, thr);
+        }
+        return draw(s, &c, m, max);
 }

@@ -75,6 +75,25 @@ void rbee_sampler_reset(rbee_sampler *s);
  * [0, n_vocab) are ignored. Does nothing when penalties are off. */
 void rbee_sampler_accept(rbee_sampler *s, int32_t token);
 
+/* The most candidates rbee_sampler_sample_top() takes. */
+#define RBEE_SAMPLER_TOP_MAX 64
+
+/* How many of the first candidates (highest logit first, ties by lowest id)
+ * are enough for this sampler to pick the token it would pick from all the
+ * logits: 1 for greedy (or top_p <= 0), top_k for top_k sampling with
+ * top_k <= RBEE_SAMPLER_TOP_MAX; 0 when it needs every logit (penalties,
+ * top_k off or larger). For an engine that can select them where the
+ * logits are computed (a GPU) and copy back only those. */
+int32_t rbee_sampler_top_needed(const rbee_sampler *s);
+
+/* rbee_sampler_sample() from the first n candidates only: l[i] and id[i]
+ * in candidate order (strictly: higher logit first, equal logits by lower
+ * id), NaN logits already turned into -inf. Gives the token, and draws the
+ * random number, that rbee_sampler_sample() would on the full logits.
+ * -EINVAL when rbee_sampler_top_needed() is 0 or more than n, n is over
+ * RBEE_SAMPLER_TOP_MAX, or the candidates are not in order. */
+int32_t rbee_sampler_sample_top(rbee_sampler *s, const float *l, const int32_t *id, size_t n);
+
 /* Pick a token from n_vocab logits. Never modifies logits; does not record
  * the token (call rbee_sampler_accept() for that). Returns an id in
  * [0, n_vocab). */

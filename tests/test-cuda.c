@@ -14,6 +14,13 @@
  * prompt in one batch (cuBLAS), in batches of 6 (multi-token mat-vec, 4 + 2)
  * and token by token (the captured decode graph and split-K attention).
  *
+ * Top-k on the device: generation that needs only the sampler's first
+ * candidates (greedy, top_k without penalties) gets them selected on the
+ * device. The selection is checked against a sort of the same logits (the
+ * device's, fetched afterwards), and the sampler on the candidates against
+ * the sampler on the logits: same token, same random stream. The golden
+ * texts go through the device's argmax.
+ *
  * Without CUDA in the build, or without a driver or device, every GPU test
  * skips saying which; the no-device test checks that asking for CUDA then
  * fails cleanly and the CPU path still works in the same process. */
@@ -21,6 +28,7 @@
 #include <sys/wait.h>
 
 #include "backend.h"
+#include "context.h"
 #include "harness.h"
 #include "macros.h"
 #include "rbee-engine.h"
@@ -347,6 +355,10 @@ static struct collect *gpu_greedy(const char *model_path, const char *prompt, in
         gp.userdata = c;
         collect_token(-1, prompt, strlen(prompt), c);
         ASSERT_OK(rbee_generate_tokens(ctx, toks, n, &gp, &res));
+        /* greedy needs one candidate: the last pass selected it on the device */
+        const float *tl;
+        const int32_t *ti;
+        ASSERT_EQ(rbee_seq_top(ctx, 0, &tl, &ti), 1);
         return c;
 }
 
@@ -394,4 +406,339 @@ TEST_TIMEOUT(golden_tinystories656k, 300) {
                 if (c->ids[i] != want[i])
                         FAIL("token %zu: got %d, want %d", i, c->ids[i], want[i]);
         free(c);
+}
+
+/* ------------------------------------------------------- top-k on the device */
+
+struct cand {
+        float l;
+        int32_t id;
+};
+
+/* The sampler's candidate order (sampler.h), NaN as -inf. */
+static int cand_cmp(const void *a, const void *b) {
+        const struct cand *x = a, *y = b;
+
+        if (x->l != y->l)
+                return x->l > y->l ? -1 : 1;
+        return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The first k candidates of l[0, n) by a sort, as the device should give them. */
+static void host_top(const float *l, int n, int k, float *top_l, int32_t *top_id) {
+        struct cand *c = calloc(n, sizeof(*c));
+
+        ASSERT_NOT_NULL(c);
+        for (int i = 0; i < n; i++)
+                c[i] = (struct cand) { isnan(l[i]) ? -INFINITY : l[i], i };
+        qsort(c, n, sizeof(*c), cand_cmp);
+        for (int i = 0; i < k; i++) {
+                top_l[i] = c[i].l;
+                top_id[i] = c[i].id;
+        }
+        free(c);
+}
+
+/* Sampler settings whose candidates suffice, and the draws compared for each. */
+static const struct {
+        float temperature;
+        int32_t top_k;
+        float top_p, min_p;
+} top_settings[] = {
+        { 0.0f, 40, 0.95f, 0.05f }, { 0.8f, 40, 0.95f, 0.05f }, { 1.0f, 1, 1.0f, 0.0f }, { 1.5f, 64, 0.5f, 0.0f },
+        { 0.7f, 40, 0.0f, 0.0f },   { 1.0f, 2, 1.0f, 0.5f },    { 2.0f, 64, 1.0f, 0.0f }, { 1e-30f, 40, 0.9f, 0.0f },
+};
+#define DRAWS 6
+
+/* Samplers of every setting in top_settings, fed the first candidates or
+ * the logits, pick the same tokens; returns the draws compared. */
+static int check_sampler_on_top(const float *l, int32_t n_vocab, const float *top_l, const int32_t *top_id, size_t n,
+                                uint64_t seed) {
+        int compared = 0;
+
+        for (size_t j = 0; j < ELEMENTSOF(top_settings); j++) {
+                struct rbee_sampler_params p;
+                _cleanup_(rbee_sampler_freep) rbee_sampler *a = NULL, *b = NULL;
+
+                rbee_sampler_default_params(&p);
+                p.temperature = top_settings[j].temperature;
+                p.top_k = top_settings[j].top_k;
+                p.top_p = top_settings[j].top_p;
+                p.min_p = top_settings[j].min_p;
+                p.seed = seed + j;
+                ASSERT_OK(rbee_sampler_new(&p, n_vocab, &a));
+                ASSERT_OK(rbee_sampler_new(&p, n_vocab, &b));
+                int32_t need = rbee_sampler_top_needed(a);
+                if (need <= 0 || (size_t) need > n)
+                        continue;
+                for (int d = 0; d < DRAWS; d++) {
+                        int32_t x = rbee_sampler_sample_top(a, top_l, top_id, n), y = rbee_sampler_sample(b, l);
+                        if (x != y)
+                                FAIL("setting %zu draw %d: %d from the candidates, %d from the logits", j, d, x, y);
+                        compared++;
+                }
+        }
+        return compared;
+}
+
+/* No GPU needed: what the device path relies on. The first candidates are
+ * enough exactly when rbee_sampler_top_needed() says so, and give the token
+ * (and random stream) of the full logits, on logits full of ties, NaN,
+ * infinities and signed zeros. */
+TEST(sampler_top_matches_full) {
+        enum { V = 3000 };
+        static float l[V];
+        float top_l[RBEE_SAMPLER_TOP_MAX];
+        int32_t top_id[RBEE_SAMPLER_TOP_MAX];
+        struct rbee_sampler_params p;
+        uint64_t x = 88172645463325252ull;
+        int compared = 0;
+
+        rbee_sampler_default_params(&p);
+        p.temperature = 0;
+        {
+                _cleanup_(rbee_sampler_freep) rbee_sampler *s = NULL;
+                ASSERT_OK(rbee_sampler_new(&p, V, &s));
+                ASSERT_EQ(rbee_sampler_top_needed(s), 1);
+        }
+        rbee_sampler_default_params(&p);
+        {
+                _cleanup_(rbee_sampler_freep) rbee_sampler *s = NULL;
+                ASSERT_OK(rbee_sampler_new(&p, V, &s));
+                ASSERT_EQ(rbee_sampler_top_needed(s), 40);
+                ASSERT_ERR(rbee_sampler_sample_top(s, top_l, top_id, 39), -EINVAL);
+        }
+        p.repeat_penalty = 1.1f; /* penalties need every logit */
+        {
+                _cleanup_(rbee_sampler_freep) rbee_sampler *s = NULL;
+                ASSERT_OK(rbee_sampler_new(&p, V, &s));
+                ASSERT_EQ(rbee_sampler_top_needed(s), 0);
+        }
+        rbee_sampler_default_params(&p);
+        p.top_k = RBEE_SAMPLER_TOP_MAX + 1;
+        {
+                _cleanup_(rbee_sampler_freep) rbee_sampler *s = NULL;
+                ASSERT_OK(rbee_sampler_new(&p, V, &s));
+                ASSERT_EQ(rbee_sampler_top_needed(s), 0);
+        }
+        p.top_k = 0;
+        {
+                _cleanup_(rbee_sampler_freep) rbee_sampler *s = NULL;
+                ASSERT_OK(rbee_sampler_new(&p, V, &s));
+                ASSERT_EQ(rbee_sampler_top_needed(s), 0);
+                p.top_p = 0; /* only the top token can win */
+                _cleanup_(rbee_sampler_freep) rbee_sampler *s0 = NULL;
+                ASSERT_OK(rbee_sampler_new(&p, V, &s0));
+                ASSERT_EQ(rbee_sampler_top_needed(s0), 1);
+        }
+
+        for (int round = 0; round < 60; round++) {
+                for (int i = 0; i < V; i++) {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        /* a coarse grid: many ties; a wide or a narrow spread */
+                        l[i] = (float) (int) (x % 97) * (round % 2 ? 0.125f : 0.5f) - 20.0f;
+                        if (round % 3 == 1 && x % 53 == 0)
+                                l[i] = NAN;
+                        if (round % 3 == 1 && x % 59 == 0)
+                                l[i] = -INFINITY;
+                        if (round % 5 == 2 && x % 61 == 0)
+                                l[i] = x % 2 ? -0.0f : 0.0f;
+                }
+                if (round == 10)
+                        l[1234] = INFINITY;
+                if (round == 11)
+                        for (int i = 0; i < V; i++)
+                                l[i] = i % 7 == 0 ? 3.0f : -INFINITY; /* fewer finite than top_k */
+                if (round == 12)
+                        for (int i = 0; i < V; i++)
+                                l[i] = NAN;
+                host_top(l, V, RBEE_SAMPLER_TOP_MAX, top_l, top_id);
+                compared += check_sampler_on_top(l, V, top_l, top_id, RBEE_SAMPLER_TOP_MAX, round * 17);
+        }
+        printf("  %d draws from the first candidates, all as from the logits\n", compared);
+}
+
+/* The selection kernels on made-up logits (ties, NaN, +-inf, +-0; 1 to 152k tokens). */
+TEST_TIMEOUT(topk_kernel, 120) {
+        char err[512] = "";
+
+        require_device();
+        int r = rbee_cuda_check_topk(0, err, sizeof(err));
+        if (r < 0)
+                FAIL("device top-k differs from a sort on the host: %s (%d)", err, r);
+}
+
+/* One model through a context: steps asking for 1, 40 and 64 candidates.
+ * The candidates must be the first ones of the logits (fetched from the
+ * device afterwards, and equal to those a full-logits pass returns on a
+ * second context), and samplers on them must pick as on the logits. */
+static void check_device_top(const char *label, const char *path) {
+        static const uint32_t ks[] = { 1, 40, RBEE_SAMPLER_TOP_MAX };
+        _cleanup_(rbee_model_freep) rbee_model *m = NULL;
+        _cleanup_(rbee_context_freep) rbee_context *c = NULL, *full = NULL;
+        struct rbee_context_params cp;
+        float want_l[RBEE_SAMPLER_TOP_MAX], got_l[RBEE_SAMPLER_TOP_MAX];
+        int32_t want_id[RBEE_SAMPLER_TOP_MAX], got_id[RBEE_SAMPLER_TOP_MAX];
+        char err[512];
+        int compared = 0;
+
+        if (rbee_model_load(path, NULL, &m, err, sizeof(err)) < 0)
+                FAIL("loading %s: %s", path, err);
+        rbee_context_default_params(&cp);
+        cp.n_ctx = 128;
+        cp.backend = RBEE_BACKEND_CUDA;
+        ASSERT_OK(rbee_context_new(m, &cp, &c));
+        ASSERT_OK(rbee_context_new(m, &cp, &full));
+        const int32_t V = rbee_model_get_info(m)->n_vocab;
+        int32_t toks[N_PROMPT + N_STEPS];
+        for (int i = 0; i < N_PROMPT + N_STEPS; i++)
+                toks[i] = (int32_t) ((i * 7919u + 3) % (uint32_t) V);
+
+        for (int step = 0; step <= N_STEPS; step++) {
+                const uint32_t k = MIN(ks[step % ELEMENTSOF(ks)], (uint32_t) V);
+                const int32_t *t = step == 0 ? toks : &toks[N_PROMPT + step - 1];
+                const size_t n_t = step == 0 ? N_PROMPT : 1; /* the prompt's batch, then the graph */
+                const float *tl;
+                const int32_t *ti;
+
+                rbee_seq_want_top(c, 0, k);
+                ASSERT_OK(rbee_decode(c, t, n_t));
+                ASSERT_OK(rbee_decode(full, t, n_t));
+                ASSERT_EQ(rbee_seq_top(c, 0, &tl, &ti), k);
+                memcpy(got_l, tl, k * sizeof(float));
+                memcpy(got_id, ti, k * sizeof(int32_t));
+                ASSERT_EQ(rbee_seq_top(full, 0, &tl, &ti), 0);
+                const float *l = rbee_get_logits(c); /* copied from the device now */
+                ASSERT_NOT_NULL(l);
+                ASSERT_TRUE(memcmp(l, rbee_get_logits(full), V * sizeof(float)) == 0);
+                host_top(l, V, (int) k, want_l, want_id);
+                for (uint32_t i = 0; i < k; i++)
+                        if (got_id[i] != want_id[i] || !(got_l[i] == want_l[i]))
+                                FAIL("%s step %d k %u: candidate %u is (%g, %d), want (%g, %d)", label, step, k, i,
+                                     got_l[i], got_id[i], want_l[i], want_id[i]);
+                compared += check_sampler_on_top(l, V, got_l, got_id, k, 100 + step);
+        }
+        printf("  %-22s %d steps: candidates as sorted, %d draws as from the logits\n", label, N_STEPS + 1, compared);
+}
+
+TEST_TIMEOUT(device_topk_matches_cpu, 600) {
+        require_device();
+        check_device_top("llama Q4_0", harness_mkmodel(LLAMA_ARGS, "Q4_0", "llama"));
+        check_device_top("phi3 Q4_K_M", harness_mkmodel(PHI3_ARGS, "Q4_K_M", "phi3"));
+        /* Qwen2's 151936 tokens: three selection stages */
+        check_device_top("qwen2 Q8_0 vocab 151936",
+                         harness_mkmodel(QWEN2_ARGS " --vocab 151936", "Q8_0", "qwen2-bigvocab"));
+        check_device_top("tiny-llama-d64 Q6_K", harness_shared("models/tiny-llama-d64-Q6_K.gguf"));
+        check_device_top("stories260K", harness_shared("models/stories260K.gguf"));
+}
+
+/* calls[0]: calls so far, calls[1]: the total reported, calls[2]: cancel at this layer (0: never). */
+static bool progress_cb(unsigned done, unsigned total, void *userdata) {
+        unsigned *calls = userdata;
+
+        ASSERT_EQ(done, calls[0] + 1);
+        calls[0]++;
+        calls[1] = total;
+        return calls[2] == 0 || done < calls[2];
+}
+
+/* Generation with top_k sampling: the tokens rbee_generate_tokens() picks
+ * from the device's candidates are those a sampler with the same seed picks
+ * from the full logits, step by step on a second context. */
+static int collect_ids(int32_t token, const char *text, size_t len, void *userdata) {
+        struct collect *c = userdata;
+
+        if (token >= 0 && c->n_ids < ELEMENTSOF(c->ids))
+                c->ids[c->n_ids++] = token;
+        return 0;
+}
+
+TEST_TIMEOUT(generate_topk_same_tokens, 300) {
+        _cleanup_(rbee_model_freep) rbee_model *m = NULL;
+        _cleanup_(rbee_context_freep) rbee_context *c = NULL, *ref = NULL;
+        _cleanup_(rbee_sampler_freep) rbee_sampler *smp = NULL;
+        struct rbee_context_params cp;
+        struct rbee_generate_params gp;
+        struct rbee_generate_result res;
+        struct collect *got = calloc(1, sizeof(*got));
+        const int32_t prompt[] = { 1, 400, 300, 200, 100 };
+        char err[512];
+
+        require_device();
+        ASSERT_NOT_NULL(got);
+        ASSERT_OK(rbee_model_load(harness_shared("models/stories260K.gguf"), NULL, &m, err, sizeof(err)));
+        rbee_context_default_params(&cp);
+        cp.n_ctx = 256;
+        cp.backend = RBEE_BACKEND_CUDA;
+        ASSERT_OK(rbee_context_new(m, &cp, &c));
+        ASSERT_OK(rbee_context_new(m, &cp, &ref));
+        rbee_generate_default_params(&gp);
+        gp.sampling.temperature = 1.0f;
+        gp.sampling.top_k = 40;
+        gp.sampling.seed = 4242;
+        gp.max_tokens = 100;
+        gp.ignore_eos = true;
+        gp.on_token = collect_ids;
+        gp.userdata = got;
+        ASSERT_OK(rbee_generate_tokens(c, prompt, ELEMENTSOF(prompt), &gp, &res));
+        const float *tl;
+        const int32_t *ti;
+        ASSERT_EQ(rbee_seq_top(c, 0, &tl, &ti), 40);
+        ASSERT_EQ(got->n_ids, 100);
+
+        ASSERT_OK(rbee_sampler_new(&gp.sampling, rbee_model_get_info(m)->n_vocab, &smp));
+        ASSERT_OK(rbee_decode(ref, prompt, ELEMENTSOF(prompt)));
+        for (size_t i = 0; i < got->n_ids; i++) {
+                int32_t t = rbee_sampler_sample(smp, rbee_get_logits(ref));
+                if (t != got->ids[i])
+                        FAIL("token %zu: %d from the device's candidates, %d from the logits", i, got->ids[i], t);
+                rbee_sampler_accept(smp, t);
+                ASSERT_OK(rbee_decode(ref, &t, 1));
+        }
+        free(got);
+}
+
+/* The upload reports each layer, only the context that uploads does, and a
+ * false return cancels it with nothing left behind. */
+TEST_TIMEOUT(upload_progress, 300) {
+        const char *path;
+        _cleanup_(rbee_model_freep) rbee_model *m = NULL, *m2 = NULL;
+        rbee_context *a = NULL, *b = NULL;
+        struct rbee_context_params cp;
+        unsigned calls[3] = { 0 };
+        char err[512];
+
+        require_device();
+        path = harness_mkmodel(LLAMA_ARGS, "Q4_0", "llama");
+        ASSERT_OK(rbee_model_load(path, NULL, &m, err, sizeof(err)));
+        const unsigned n_layer = rbee_model_get_info(m)->n_layer;
+        rbee_context_default_params(&cp);
+        cp.n_ctx = 64;
+        cp.backend = RBEE_BACKEND_CUDA;
+        cp.progress = progress_cb;
+        cp.progress_userdata = calls;
+        ASSERT_OK(rbee_context_new(m, &cp, &a));
+        ASSERT_EQ(calls[0], n_layer);
+        ASSERT_EQ(calls[1], n_layer);
+        ASSERT_OK(rbee_context_new(m, &cp, &b)); /* shares the weights: nothing to upload */
+        ASSERT_EQ(calls[0], n_layer);
+        rbee_context_free(b);
+        rbee_context_free(a);
+
+        ASSERT_OK(rbee_model_load(path, NULL, &m2, err, sizeof(err)));
+        calls[0] = 0;
+        calls[2] = 1;
+        ASSERT_ERR(rbee_context_new(m2, &cp, &a), -ECANCELED);
+        ASSERT_TRUE(a == NULL);
+        ASSERT_EQ(calls[0], 1);
+        calls[0] = 0;
+        calls[2] = 0;
+        ASSERT_OK(rbee_context_new(m2, &cp, &a)); /* uploads again, whole */
+        ASSERT_EQ(calls[0], n_layer);
+        const int32_t toks[] = { 1, 2, 3 };
+        ASSERT_OK(rbee_decode(a, toks, 3));
+        ASSERT_TRUE(isfinite(rbee_get_logits(a)[0]));
+        rbee_context_free(a);
 }

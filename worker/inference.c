@@ -44,6 +44,7 @@ struct worker_inference {
         enum worker_state state;
         bool stopping;
         unsigned progress_done, progress_total;
+        bool uploading;                 /* progress counts layers going to the GPU, after the load */
         int load_error;
         char load_message[512];
         struct worker_job *queue_head, *queue_tail;
@@ -173,7 +174,10 @@ static bool progress_cb(unsigned done, unsigned total, void *userdata) {
         stop = e->stopping;
         pthread_mutex_unlock(&e->lock);
 
-        if (changed)
+        if (changed && e->uploading)
+                (void) sd_notifyf(false, "STATUS=Uploading %u/%u layers to GPU %d\nEXTEND_TIMEOUT_USEC=%llu", done,
+                                  total, e->cfg.device, EXTEND_TIMEOUT_USEC);
+        else if (changed)
                 (void) sd_notifyf(false, "STATUS=Loading %u/%u layers\nEXTEND_TIMEOUT_USEC=%llu", done, total,
                                   EXTEND_TIMEOUT_USEC);
         beat(e);
@@ -264,7 +268,13 @@ static int load(struct worker_inference *e) {
         if (e->cfg.n_batch > 0)
                 cp.n_batch = e->cfg.n_batch;
         cp.n_seq = e->cfg.cuda ? 1 : pick_parallel(e, info);
+        /* A CUDA context uploads the weights layer by layer: as long as the load again. */
+        cp.progress = progress_cb;
+        cp.progress_userdata = e;
+        e->uploading = e->cfg.cuda;
         r = rbee_context_new(e->model, &cp, &e->ctx);
+        if (r == -ECANCELED)
+                return fail_load(e, r, "loading was cancelled");
         if (r < 0)
                 return fail_load(e, r, "cannot create a context of %u tokens: %s", cp.n_ctx, strerror(-r));
         e->n_ctx = rbee_context_n_ctx(e->ctx);

@@ -3,7 +3,8 @@
  * the forward pass enqueued on its own stream. The same kernels serve
  * prompts and generation; positions and token ids live in device memory, so
  * the one-token pass is captured once as a CUDA graph and replayed for every
- * generated token (one launch instead of ~10 per layer). Batches of
+ * generated token (one launch instead of ~10 per layer), the selection of
+ * the sampler's first candidates (topk.cu) included. Batches of
  * RBEE_CU_BLAS_MIN_BATCH tokens and more multiply through cuBLAS: weights
  * are decoded to F16 tiles and multiplied with tensor cores. */
 
@@ -37,9 +38,11 @@ struct rbee_cuda {
         float *hf;                      /* [n_batch][n_ff] */
         float *part;                    /* [n_head][max_splits][head_dim + 2] */
         float *logits;                  /* [n_vocab] */
-        int32_t *d_io;                  /* [0]: position, [1..]: tokens */
+        uint64_t *top_scratch, *top;    /* top-k keys: between stages, and the result [RBEE_CU_TOPK_MAX] */
+        int32_t *d_io;                  /* [0]: position, [1]: top-k k, [2..]: tokens */
         int32_t *h_io;                  /* pinned staging for d_io */
         float *h_logits;                /* pinned */
+        uint64_t *h_top;                /* pinned [RBEE_CU_TOPK_MAX] */
 
         const struct rbee_cublas *blas;
         cublasHandle_t blas_handle;
@@ -52,7 +55,7 @@ struct rbee_cuda {
 };
 
 struct sizes {
-        size_t kv, x, qkv, att, gu, hf, part, logits, io, xh, tile;
+        size_t kv, x, qkv, att, gu, hf, part, logits, top_scratch, top, io, xh, tile;
 };
 
 static void context_sizes(const rbee_model *m, uint32_t n_ctx, uint32_t n_batch, bool blas, size_t max_rows_x_k,
@@ -70,14 +73,16 @@ static void context_sizes(const rbee_model *m, uint32_t n_ctx, uint32_t n_batch,
                 .hf = B * F * sizeof(float),
                 .part = (size_t) h->n_head * splits * (h->head_dim + 2) * sizeof(float),
                 .logits = (size_t) h->n_vocab * sizeof(float),
-                .io = (B + 1) * sizeof(int32_t),
+                .top_scratch = rbee_cu_topk_scratch(h->n_vocab) * sizeof(uint64_t),
+                .top = RBEE_CU_TOPK_MAX * sizeof(uint64_t),
+                .io = (B + 2) * sizeof(int32_t),
         };
         if (blas && n_batch >= RBEE_CU_BLAS_MIN_BATCH) {
                 s->xh = B * MAX(MAX(D, F), Q) * 2;
                 s->tile = MIN((size_t) RBEE_CU_TILE_ELEMS, max_rows_x_k) * 2;
         }
-        *total = 2 * s->kv + 2 * s->x + s->qkv + s->att + s->gu + s->hf + s->part + s->logits + s->io + s->xh +
-                 s->tile;
+        *total = 2 * s->kv + 2 * s->x + s->qkv + s->att + s->gu + s->hf + s->part + s->logits + s->top_scratch +
+                 s->top + s->io + s->xh + s->tile;
 }
 
 struct rbee_cuda *rbee_cuda_free(struct rbee_cuda *g) {
@@ -91,7 +96,7 @@ struct rbee_cuda *rbee_cuda_free(struct rbee_cuda *g) {
         if (g->blas_handle)
                 g->blas->destroy(g->blas_handle);
         void *bufs[] = { g->k_cache, g->v_cache, g->x, g->xn, g->qkv, g->att, g->gu, g->hf, g->part, g->logits,
-                         g->d_io, g->xh, g->tile };
+                         g->top_scratch, g->top, g->d_io, g->xh, g->tile };
         for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
                 if (bufs[i])
                         (void) cudaFree(bufs[i]);
@@ -99,6 +104,8 @@ struct rbee_cuda *rbee_cuda_free(struct rbee_cuda *g) {
                 (void) cudaFreeHost(g->h_io);
         if (g->h_logits)
                 (void) cudaFreeHost(g->h_logits);
+        if (g->h_top)
+                (void) cudaFreeHost(g->h_top);
         if (g->stream)
                 (void) cudaStreamDestroy(g->stream);
         cu_weights_put(g->w);
@@ -120,7 +127,8 @@ static int dalloc(void *p, size_t n) {
         return 0;
 }
 
-int rbee_cuda_new(rbee_model *m, int device, uint32_t n_ctx, uint32_t n_batch, struct rbee_cuda **ret) {
+int rbee_cuda_new(rbee_model *m, int device, uint32_t n_ctx, uint32_t n_batch, rbee_progress_fn progress,
+                  void *userdata, struct rbee_cuda **ret) {
         _cleanup_(rbee_cuda_freep) struct rbee_cuda *g = NULL;
         const struct rbee_model_info *h = &m->info;
         struct sizes s;
@@ -164,7 +172,7 @@ int rbee_cuda_new(rbee_model *m, int device, uint32_t n_ctx, uint32_t n_batch, s
         /* The weight tile size depends on the largest matrix: estimate with
          * the whole tile for the VRAM check, the real size comes after. */
         context_sizes(m, n_ctx, n_batch, g->blas != NULL, RBEE_CU_TILE_ELEMS, &s, &total);
-        if ((r = cu_weights_get(m, device, total, &g->w)) < 0)
+        if ((r = cu_weights_get(m, device, total, progress, userdata, &g->w)) < 0)
                 return r;
         context_sizes(m, n_ctx, n_batch, g->blas != NULL, g->w->max_rows_x_k, &s, &total);
 
@@ -189,7 +197,8 @@ int rbee_cuda_new(rbee_model *m, int device, uint32_t n_ctx, uint32_t n_batch, s
             (r = dalloc(&g->x, s.x)) < 0 || (r = dalloc(&g->xn, s.x)) < 0 || (r = dalloc(&g->qkv, s.qkv)) < 0 ||
             (r = dalloc(&g->att, s.att)) < 0 || (r = dalloc(&g->gu, s.gu)) < 0 || (r = dalloc(&g->hf, s.hf)) < 0 ||
             (r = dalloc(&g->part, s.part)) < 0 || (r = dalloc(&g->logits, s.logits)) < 0 ||
-            (r = dalloc(&g->d_io, s.io)) < 0)
+            (r = dalloc(&g->d_io, s.io)) < 0 || (r = dalloc(&g->top_scratch, s.top_scratch)) < 0 ||
+            (r = dalloc(&g->top, s.top)) < 0)
                 return r;
         if (s.tile > 0) {
                 if ((r = dalloc(&g->xh, s.xh)) < 0 || (r = dalloc(&g->tile, s.tile)) < 0)
@@ -211,6 +220,10 @@ int rbee_cuda_new(rbee_model *m, int device, uint32_t n_ctx, uint32_t n_batch, s
         }
         if ((e = cudaMallocHost((void **) &g->h_logits, s.logits)) != cudaSuccess) {
                 g->h_logits = NULL;
+                return rbee_cu_errno(e);
+        }
+        if ((e = cudaMallocHost((void **) &g->h_top, s.top)) != cudaSuccess) {
+                g->h_top = NULL;
                 return rbee_cu_errno(e);
         }
 
@@ -278,13 +291,14 @@ static cudaError_t matmul(struct rbee_cuda *g, const struct cu_mat *mat, const f
                         return _e;                      \
         } while (0)
 
-/* The whole forward pass of B tokens, enqueued on g->stream. */
-static cudaError_t enqueue(struct rbee_cuda *g, int B) {
+/* The whole forward pass of B tokens, enqueued on g->stream, and with top
+ * the selection of the first candidates of its logits (k read from d_io[1]). */
+static cudaError_t enqueue(struct rbee_cuda *g, int B, bool top) {
         const rbee_model *m = g->model;
         const struct rbee_model_info *h = &m->info;
         const struct cu_weights *w = g->w;
         const int D = h->n_embd, Q = m->q_dim, KV = m->kv_dim, F = h->n_ff, QKV = Q + 2 * KV;
-        const int32_t *d_pos = g->d_io, *d_tok = g->d_io + 1;
+        const int32_t *d_pos = g->d_io, *d_k = g->d_io + 1, *d_tok = g->d_io + 2;
         const size_t layer_kv = (size_t) g->n_ctx * KV * 2;
         cudaStream_t s = g->stream;
 
@@ -305,18 +319,21 @@ static cudaError_t enqueue(struct rbee_cuda *g, int B) {
         }
         TRY(rbee_cu_rmsnorm(s, g->x + (size_t) (B - 1) * D, w->output_norm, g->xn, D, 1, h->norm_eps));
         TRY(matmul(g, &w->output, g->xn, D, 1, g->logits, h->n_vocab, false));
+        if (top)
+                TRY(rbee_cu_topk(s, g->logits, h->n_vocab, d_k, g->top_scratch, g->top));
         return cudaSuccess;
 }
 
-/* Record the one-token pass as a graph. On failure generation goes on
- * without graphs (slower, same results). */
+/* Record the one-token pass as a graph, with the top-k selection (which
+ * does nothing when k is 0). On failure generation goes on without graphs
+ * (slower, same results). */
 static void capture(struct rbee_cuda *g) {
         cudaGraph_t graph = NULL;
         cudaError_t e, e2;
 
         e = cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal);
         if (e == cudaSuccess) {
-                e = enqueue(g, 1);
+                e = enqueue(g, 1, true);
                 e2 = cudaStreamEndCapture(g->stream, &graph);
                 if (e == cudaSuccess)
                         e = e2;
@@ -334,30 +351,64 @@ static void capture(struct rbee_cuda *g) {
         }
 }
 
-int rbee_cuda_forward(struct rbee_cuda *g, const int32_t *tokens, uint32_t n, uint32_t pos, float *logits) {
+int rbee_cuda_forward(struct rbee_cuda *g, const int32_t *tokens, uint32_t n, uint32_t pos, uint32_t k,
+                      float *logits, float *top_l, int32_t *top_id) {
         const int32_t n_vocab = g->model->info.n_vocab;
         cudaError_t e;
 
-        if (n == 0 || n > g->n_batch || pos > g->n_ctx || n > g->n_ctx - pos)
+        if (n == 0 || n > g->n_batch || pos > g->n_ctx || n > g->n_ctx - pos || k > RBEE_CU_TOPK_MAX ||
+            k > (uint32_t) n_vocab || (k > 0 && (!top_l || !top_id)))
                 return -EINVAL;
         if ((e = cudaSetDevice(g->device)) != cudaSuccess)
                 return rbee_cu_errno(e);
         /* The previous pass synchronized, so the staging buffer is free. */
         g->h_io[0] = (int32_t) pos;
-        memcpy(g->h_io + 1, tokens, n * sizeof(int32_t));
-        e = cudaMemcpyAsync(g->d_io, g->h_io, (n + 1) * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream);
+        g->h_io[1] = (int32_t) k;
+        memcpy(g->h_io + 2, tokens, n * sizeof(int32_t));
+        e = cudaMemcpyAsync(g->d_io, g->h_io, (n + 2) * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream);
         if (e == cudaSuccess) {
                 if (n == 1 && !g->graph && !g->no_graph)
                         capture(g);
-                e = n == 1 && g->graph ? cudaGraphLaunch(g->graph, g->stream) : enqueue(g, (int) n);
+                e = n == 1 && g->graph ? cudaGraphLaunch(g->graph, g->stream) : enqueue(g, (int) n, k > 0);
         }
-        if (e == cudaSuccess)
+        if (e == cudaSuccess && k > 0)
+                e = cudaMemcpyAsync(g->h_top, g->top, k * sizeof(uint64_t), cudaMemcpyDeviceToHost, g->stream);
+        else if (e == cudaSuccess && logits)
                 e = cudaMemcpyAsync(g->h_logits, g->logits, n_vocab * sizeof(float), cudaMemcpyDeviceToHost,
                                     g->stream);
         if (e == cudaSuccess)
                 e = cudaStreamSynchronize(g->stream);
         if (e != cudaSuccess) {
                 log_error("cuda: forward pass on device %d failed: %s", g->device, cudaGetErrorString(e));
+                return rbee_cu_errno(e);
+        }
+        for (uint32_t i = 0; i < k; i++) {
+                const uint64_t key = g->h_top[i];
+                const uint32_t bits = rbee_cu_topk_bits(key);
+                /* k <= n_vocab, so every slot holds a token */
+                if (key == 0 || (uint32_t) rbee_cu_topk_id(key) >= (uint32_t) n_vocab) {
+                        log_error("cuda: top-k selection on device %d returned no token at %u", g->device, i);
+                        return -EIO;
+                }
+                memcpy(&top_l[i], &bits, sizeof(float));
+                top_id[i] = rbee_cu_topk_id(key);
+        }
+        if (k == 0 && logits)
+                memcpy(logits, g->h_logits, n_vocab * sizeof(float));
+        return 0;
+}
+
+int rbee_cuda_get_logits(struct rbee_cuda *g, float *logits) {
+        const int32_t n_vocab = g->model->info.n_vocab;
+        cudaError_t e;
+
+        if ((e = cudaSetDevice(g->device)) == cudaSuccess)
+                e = cudaMemcpyAsync(g->h_logits, g->logits, n_vocab * sizeof(float), cudaMemcpyDeviceToHost,
+                                    g->stream);
+        if (e == cudaSuccess)
+                e = cudaStreamSynchronize(g->stream);
+        if (e != cudaSuccess) {
+                log_error("cuda: copying the logits from device %d failed: %s", g->device, cudaGetErrorString(e));
                 return rbee_cu_errno(e);
         }
         memcpy(logits, g->h_logits, n_vocab * sizeof(float));

@@ -35,9 +35,10 @@ tail -1 "$out/test-cuda.txt"
 
 san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ -z "${SKIP_SANITIZER:-}" ] && [ -x "$san" ]; then
-        log "compute-sanitizer memcheck (llama_parity long_context shared_weights)"
+        log "compute-sanitizer memcheck (llama_parity long_context shared_weights topk_kernel device_topk_matches_cpu)"
         RBEE_BUILD=$build "$san" --tool memcheck --target-processes all --error-exitcode 99 \
-                "$build/tests/test-cuda" llama_parity long_context shared_weights >"$out/memcheck.txt" 2>&1
+                "$build/tests/test-cuda" llama_parity long_context shared_weights topk_kernel \
+                device_topk_matches_cpu >"$out/memcheck.txt" 2>&1
         echo "memcheck exit $?" | tee -a "$out/summary.txt"
         grep -E "ERROR SUMMARY|Invalid|out of bounds" "$out/memcheck.txt" | sort | uniq -c | head -20 |
                 tee -a "$out/summary.txt"

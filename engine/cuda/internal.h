@@ -63,7 +63,9 @@ struct cu_weights {
         size_t max_rows_x_k;    /* largest segment: sizes the cuBLAS weight tile */
 };
 
-/* Reference to the weights of m on device (uploading them on first use);
- * ctx_bytes is what the caller will allocate next, included in the VRAM check. */
-int cu_weights_get(const rbee_model *m, int device, size_t ctx_bytes, struct cu_weights **ret);
+/* Reference to the weights of m on device (uploading them on first use,
+ * with progress as rbee_cuda_new() says); ctx_bytes is what the caller will
+ * allocate next, included in the VRAM check. */
+int cu_weights_get(const rbee_model *m, int device, size_t ctx_bytes, rbee_progress_fn progress, void *userdata,
+                   struct cu_weights **ret);
 void cu_weights_put(struct cu_weights *w);

@@ -71,6 +71,48 @@ cudaError_t rbee_cu_f32_to_f16(cudaStream_t s, const float *x, size_t n, void *o
 /* y[b * ldy + r] += bias[r] */
 cudaError_t rbee_cu_add_bias(cudaStream_t s, float *y, int ldy, const float *bias, int rows, int B);
 
+/* Top-k on the device (topk.cu): the first k logits in the sampler's
+ * candidate order (higher logit first, equal logits by lower id, NaN as
+ * -inf; see sampler.h), as 64-bit keys that compare in that order: the
+ * logit's bits made monotonic in the high half, the complement of the id in
+ * the low half. 0 is no candidate (fewer than k tokens). */
+#define RBEE_CU_TOPK_MAX 64
+
+#ifdef __CUDACC__
+#define RBEE_CU_HD __host__ __device__
+#else
+#define RBEE_CU_HD
+#endif
+
+static inline RBEE_CU_HD uint64_t rbee_cu_topk_key(uint32_t bits, int32_t id) {
+        if ((bits & 0x7fffffffu) > 0x7f800000u)
+                bits = 0xff800000u; /* NaN: -inf */
+        else if ((bits & 0x7fffffffu) == 0)
+                bits = 0; /* -0 ties with +0, as the CPU's compare says */
+        const uint32_t o = bits & 0x80000000u ? ~bits : bits | 0x80000000u;
+        return (uint64_t) o << 32 | (uint32_t) ~(uint32_t) id;
+}
+
+/* The float bits and the id of a key that is not 0. */
+static inline RBEE_CU_HD uint32_t rbee_cu_topk_bits(uint64_t key) {
+        const uint32_t o = (uint32_t) (key >> 32);
+        return o & 0x80000000u ? o & 0x7fffffffu : ~o;
+}
+
+static inline RBEE_CU_HD int32_t rbee_cu_topk_id(uint64_t key) {
+        return (int32_t) ~(uint32_t) key;
+}
+
+/* Keys of scratch the selection over n logits needs. */
+size_t rbee_cu_topk_scratch(int n);
+
+/* The first *d_k (0..RBEE_CU_TOPK_MAX; read on the device, so that a captured
+ * graph serves any k) candidates of logits[0, n) to out[0, *d_k), in order,
+ * and zeros to the rest of out's RBEE_CU_TOPK_MAX keys; nothing at all for
+ * *d_k == 0. */
+cudaError_t rbee_cu_topk(cudaStream_t s, const float *logits, int n, const int32_t *d_k, uint64_t *scratch,
+                         uint64_t *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -26,6 +26,8 @@ struct placer {
         uint8_t *base;          /* NULL: dry run, only count */
         size_t off;
         int err;
+        rbee_progress_fn progress; /* after each layer placed, when base is set */
+        void *progress_userdata;
 };
 
 /* Place n bytes (copied from src, or zeroed when src is NULL) at the given alignment. */
@@ -101,10 +103,26 @@ static void place_bias(struct placer *p, struct cu_mat *mat, const float *const 
                 mat->seg[s].bias = d ? d + mat->seg[s].y_off : NULL;
 }
 
+/* The embeddings and the output come first, so that the report of the last
+ * layer is the end of the upload. */
 static int place_model(struct placer *p, const rbee_model *m, struct cu_weights *cw) {
         const struct rbee_model_info *h = &m->info;
         const int Q = m->q_dim, KV = m->kv_dim, F = h->n_ff;
         int r;
+
+        const struct rbee_weight *te[] = { &m->tok_embd };
+        struct cu_mat emb;
+        if ((r = place_mat(p, cw, &emb, te, (const int[]) { 0 }, 1)) < 0)
+                return r;
+        cw->tok_embd = emb.seg[0];
+        if (m->output.data == m->tok_embd.data)
+                cw->output = emb; /* tied embeddings: one copy */
+        else {
+                const struct rbee_weight *ow[] = { &m->output };
+                if ((r = place_mat(p, cw, &cw->output, ow, (const int[]) { 0 }, 1)) < 0)
+                        return r;
+        }
+        cw->output_norm = place_vec(p, m->output_norm, h->n_embd);
 
         for (uint32_t l = 0; l < h->n_layer; l++) {
                 const struct rbee_layer *L = &m->layers[l];
@@ -139,21 +157,11 @@ static int place_model(struct placer *p, const rbee_model *m, struct cu_weights 
                 const struct rbee_weight *wd[] = { &L->w_down };
                 if ((r = place_mat(p, cw, &cl->down, wd, (const int[]) { 0 }, 1)) < 0)
                         return r;
+                if (p->err < 0)
+                        return p->err;
+                if (p->base && p->progress && !p->progress(l + 1, h->n_layer, p->progress_userdata))
+                        return -ECANCELED;
         }
-
-        const struct rbee_weight *te[] = { &m->tok_embd };
-        struct cu_mat emb;
-        if ((r = place_mat(p, cw, &emb, te, (const int[]) { 0 }, 1)) < 0)
-                return r;
-        cw->tok_embd = emb.seg[0];
-        if (m->output.data == m->tok_embd.data)
-                cw->output = emb; /* tied embeddings: one copy */
-        else {
-                const struct rbee_weight *ow[] = { &m->output };
-                if ((r = place_mat(p, cw, &cw->output, ow, (const int[]) { 0 }, 1)) < 0)
-                        return r;
-        }
-        cw->output_norm = place_vec(p, m->output_norm, h->n_embd);
 
         /* RoPE frequencies exactly as context.c computes them for the CPU. */
         _cleanup_(freep) float *inv = calloc(m->n_rot / 2 + 1, sizeof(float));
@@ -178,7 +186,8 @@ static struct cu_weights *cu_weights_free(struct cu_weights *cw) {
         return NULL;
 }
 
-static int upload(const rbee_model *m, int device, size_t ctx_bytes, struct cu_weights **ret) {
+static int upload(const rbee_model *m, int device, size_t ctx_bytes, rbee_progress_fn progress, void *userdata,
+                  struct cu_weights **ret) {
         const struct rbee_model_info *h = &m->info;
         struct cu_weights *cw = calloc(1, sizeof(*cw));
         size_t free_b = 0, total_b = 0;
@@ -220,8 +229,12 @@ static int upload(const rbee_model *m, int device, size_t ctx_bytes, struct cu_w
                 goto fail;
         }
         cw->max_rows_x_k = 0;
-        struct placer up = { .base = cw->arena };
-        if ((r = place_model(&up, m, cw)) < 0) {
+        struct placer up = { .base = cw->arena, .progress = progress, .progress_userdata = userdata };
+        if ((r = place_model(&up, m, cw)) == -ECANCELED) {
+                log_info("cuda: uploading the weights to device %d was cancelled", device);
+                goto fail;
+        }
+        if (r < 0) {
                 log_error("cuda: uploading the weights to device %d failed (%d)", device, r);
                 goto fail;
         }
@@ -234,7 +247,8 @@ fail:
         return r;
 }
 
-int cu_weights_get(const rbee_model *m, int device, size_t ctx_bytes, struct cu_weights **ret) {
+int cu_weights_get(const rbee_model *m, int device, size_t ctx_bytes, rbee_progress_fn progress, void *userdata,
+                   struct cu_weights **ret) {
         struct cu_weights *cw;
         int r = 0;
 
@@ -253,7 +267,7 @@ int cu_weights_get(const rbee_model *m, int device, size_t ctx_bytes, struct cu_
                         r = -ENOMEM;
                 } else
                         cw->refs++;
-        } else if ((r = upload(m, device, ctx_bytes, &cw)) >= 0) {
+        } else if ((r = upload(m, device, ctx_bytes, progress, userdata, &cw)) >= 0) {
                 cw->refs = 1;
                 cw->next = registry;
                 registry = cw;

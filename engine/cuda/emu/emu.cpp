@@ -32,6 +32,7 @@ struct fiber {
 };
 struct warp_state {
         float slot[2][32];
+        unsigned long long slot64[2][32];
         unsigned gen;
         int arrived;
 };
@@ -61,6 +62,16 @@ float emu_shfl_xor(float v, int o) {
         cur->state = SHFL;
         swapcontext(&cur->ctx, &sched);
         return w.slot[b][lane ^ o];
+}
+
+unsigned long long emu_shfl_xor(unsigned long long v, int o) {
+        warp_state &w = warps[cur->warp];
+        int b = w.gen & 1, lane = cur->lane;
+        w.slot64[b][lane] = v;
+        w.arrived++;
+        cur->state = SHFL;
+        swapcontext(&cur->ctx, &sched);
+        return w.slot64[b][lane ^ o];
 }
 
 static void run_block(int n) {

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
 #include <stdint.h>
 #include <algorithm>
 #include <functional>
@@ -26,6 +27,7 @@ extern dim3 emu_block_dim, emu_grid_dim;
 
 void emu_syncthreads();
 float emu_shfl_xor(float v, int o);
+unsigned long long emu_shfl_xor(unsigned long long v, int o);
 #define __syncthreads() emu_syncthreads()
 #define __shfl_xor_sync(mask, v, o) emu_shfl_xor((v), (o))
 void emu_launch(dim3 grid, dim3 block, cudaStream_t s, std::function<void()> fn);

@@ -16,16 +16,16 @@ src=$(cd "$(dirname "$0")/../../.." && pwd)
 work=${EMU_WORK:-$build/cuda-emu}
 mkdir -p "$work"
 cxx="g++ -std=c++17 -O2 -g -I$src/engine -I$src/engine/cuda -I$src/common -isystem /usr/local/cuda/include -D_GNU_SOURCE"
-for f in matvec ops; do
+for f in matvec ops topk; do
         python3 "$src/engine/cuda/emu/transform.py" "$src/engine/cuda/$f.cu" >"$work/$f.emu.cpp"
         $cxx -x c++ -Wno-unknown-pragmas -include "$src/engine/cuda/emu/emu.h" -c "$work/$f.emu.cpp" -o "$work/$f.o"
 done
 $cxx -x c++ -Wno-unknown-pragmas -c "$src/engine/cuda/selftest.cu" -o "$work/selftest.o"
 $cxx -I"$src/engine/cuda/emu" -c "$src/engine/cuda/emu/emu.cpp" -o "$work/emu.o"
-gcc -std=gnu11 -O2 -I"$src/engine" -I"$src/common" -c "$src/engine/cuda/emu/parity.c" -o "$work/parity.o"
+gcc -std=gnu11 -O2 -D_GNU_SOURCE -I"$src/engine" -I"$src/common" -c "$src/engine/cuda/emu/parity.c" -o "$work/parity.o"
 # shellcheck disable=SC2046
 g++ -pthread -o "$work/parity" "$work/parity.o" $(ls "$build"/obj/engine/*.o) "$build/obj/engine/cuda/decode.o" \
-        "$build/obj/engine/cuda/upload.o" "$work/matvec.o" "$work/ops.o" "$work/emu.o" "$work/selftest.o" \
+        "$build/obj/engine/cuda/upload.o" "$build/obj/engine/cuda/topk-check.o" "$work/matvec.o" "$work/ops.o" "$work/topk.o" "$work/emu.o" "$work/selftest.o" \
         "$build/librbee-common.a" $(pkg-config --libs libsystemd libmicrohttpd sqlite3 libcurl json-c openblas) -lm
 [ $# -gt 0 ] && exec "$work/parity" "$@"
 echo "built $work/parity"
