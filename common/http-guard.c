@@ -11,6 +11,7 @@
 #include "logging.h"
 #include "macros.h"
 #include "sd-listen.h"
+#include "strutil.h"
 
 /* One warning per peer and kind at most this often; past WARN_SLOTS peers
  * warned about within the interval, the rest are counted but not logged. */
@@ -470,4 +471,31 @@ void http_guard_get_stats(struct http_guard *g, struct http_guard_stats *ret) {
         pthread_mutex_lock(&g->lock);
         *ret = g->stats;
         pthread_mutex_unlock(&g->lock);
+}
+
+int http_guard_config_set(struct http_guard_config *cfg, const char *name, const char *arg, const char **ret_what) {
+        uint64_t t;
+        int64_t v;
+
+        if (streq(name, "header-timeout") || streq(name, "body-timeout")) {
+                *ret_what = "0, or a duration from 100ms to 1h";
+                /* 0 turns the limit off; below 100 ms no real client could make it. */
+                if (!arg || parse_duration_usec(arg, &t) < 0 || (t != 0 && (t < 100000 || t > UINT64_C(3600000000))))
+                        return -EINVAL;
+                *(streq(name, "header-timeout") ? &cfg->header_timeout_usec : &cfg->body_timeout_usec) = t;
+                return 0;
+        }
+        if (streq(name, "max-conns-per-peer")) {
+                *ret_what = "0-65536";
+                if (!arg || parse_int64(arg, 0, 65536, &v) < 0)
+                        return -EINVAL;
+                cfg->max_conns_per_peer = (unsigned) v;
+                return 0;
+        }
+        if (streq(name, "cap-local-peers")) {
+                cfg->cap_local = true;
+                return 0;
+        }
+        *ret_what = "not a guard option";
+        return -EINVAL;
 }

@@ -50,6 +50,11 @@ struct http_guard_config {
         bool cap_local;                 /* cap loopback and unix peers too */
 };
 
+/* One of the daemons' guard options by its long name ("header-timeout",
+ * "body-timeout", "max-conns-per-peer", "cap-local-peers"; arg is NULL for
+ * the last). -EINVAL with *ret_what saying what the option takes. */
+int http_guard_config_set(struct http_guard_config *cfg, const char *name, const char *arg, const char **ret_what);
+
 struct http_guard_stats {
         uint64_t refused;               /* connections refused: the peer was at its cap */
         uint64_t timed_out;             /* connections cut: a request too slow to arrive */

@@ -16,6 +16,7 @@
 
 #include "backends.h"
 #include "catalog.h"
+#include "http-guard.h"
 #include "strutil.h"
 
 struct hive_wconn;
@@ -50,10 +51,7 @@ struct hive_options {
         bool stop_workers_on_exit;
         int log_level;
         /* Slow clients and greedy peers (common/http-guard.h). */
-        uint64_t header_timeout_usec;   /* 0: no limit */
-        uint64_t body_timeout_usec;     /* 0: no limit */
-        unsigned max_conns_per_peer;    /* 0: no cap */
-        bool cap_local_peers;           /* the cap holds for loopback and unix peers too */
+        struct http_guard_config guard;
 };
 
 /* rbee-workerd's --parallel when it is given none (it runs fewer when their

@@ -229,13 +229,7 @@ static int run(int argc, char **argv) {
         hive_reap_children(h);
         (void) hive_downloads_recover(h);
 
-        struct http_guard_config guard = {
-                .header_timeout_usec = h->opt.header_timeout_usec,
-                .body_timeout_usec = h->opt.body_timeout_usec,
-                .max_conns_per_peer = h->opt.max_conns_per_peer,
-                .cap_local = h->opt.cap_local_peers,
-        };
-        r = hive_server_new(h, fd, 512, &guard, &srv);
+        r = hive_server_new(h, fd, 512, &h->opt.guard, &srv);
         if (r < 0) {
                 close(fd);
                 r = fatal(r, "Cannot start the HTTP server on %s", desc);

@@ -53,19 +53,19 @@ static void help(void) {
                "      --version                print the version\n");
 }
 
-/* 0 turns the limit off; below 100 ms no real client could make it. */
-static int parse_guard_timeout(const char *v, uint64_t *ret) {
-        uint64_t t;
-
-        if (parse_duration_usec(v, &t) < 0 || (t != 0 && (t < 100000 || t > UINT64_C(3600000000))))
-                return -EINVAL;
-        *ret = t;
-        return 0;
-}
-
 static int bad(const char *opt, const char *val, const char *what) {
         fprintf(stderr, "rbee-hive: invalid value for %s: '%s' (%s)\n", opt, val, what);
         return -EINVAL;
+}
+
+static int guard_option(struct http_guard_config *g, const char *name, const char *arg) {
+        const char *what;
+        char opt[32];
+
+        if (http_guard_config_set(g, name, arg, &what) >= 0)
+                return 0;
+        snprintf(opt, sizeof(opt), "--%s", name);
+        return bad(opt, arg, what);
 }
 
 static int set_str(char **dst, const char *v) {
@@ -178,10 +178,10 @@ int hive_options_parse(int argc, char **argv, struct hive_options *ret) {
                 .download_stall_usec = 30u * 1000000u,
                 .download_retry_base_usec = 1000000u,
                 .log_level = LOG_INFO,
-                .header_timeout_usec = HTTP_GUARD_HEADER_TIMEOUT_USEC,
-                .body_timeout_usec = HTTP_GUARD_BODY_TIMEOUT_USEC,
+                .guard = { .header_timeout_usec = HTTP_GUARD_HEADER_TIMEOUT_USEC,
+                           .body_timeout_usec = HTTP_GUARD_BODY_TIMEOUT_USEC,
+                           .max_conns_per_peer = 64 },
                 /* An eighth of the 512 connections: it takes eight addresses to fill them. */
-                .max_conns_per_peer = 64,
         };
         const char *env;
         int64_t v;
@@ -290,21 +290,16 @@ int hive_options_parse(int argc, char **argv, struct hive_options *ret) {
                         o.stop_workers_on_exit = true;
                         break;
                 case ARG_HEADER_TIMEOUT:
-                        if (parse_guard_timeout(optarg, &o.header_timeout_usec) < 0)
-                                r = bad("--header-timeout", optarg, "0, or a duration from 100ms to 1h");
+                        r = guard_option(&o.guard, "header-timeout", optarg);
                         break;
                 case ARG_BODY_TIMEOUT:
-                        if (parse_guard_timeout(optarg, &o.body_timeout_usec) < 0)
-                                r = bad("--body-timeout", optarg, "0, or a duration from 100ms to 1h");
+                        r = guard_option(&o.guard, "body-timeout", optarg);
                         break;
                 case ARG_MAX_CONNS_PER_PEER:
-                        if (parse_int64(optarg, 0, 65536, &v) < 0)
-                                r = bad("--max-conns-per-peer", optarg, "0-65536");
-                        else
-                                o.max_conns_per_peer = (unsigned) v;
+                        r = guard_option(&o.guard, "max-conns-per-peer", optarg);
                         break;
                 case ARG_CAP_LOCAL_PEERS:
-                        o.cap_local_peers = true;
+                        r = guard_option(&o.guard, "cap-local-peers", NULL);
                         break;
                 case ARG_LOG_LEVEL:
                         if (log_level_from_string(optarg, &o.log_level) < 0)

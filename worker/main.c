@@ -388,12 +388,7 @@ static int run(int argc, char **argv) {
                 .max_connections = o.max_connections,
                 .max_body = o.max_body,
                 .idle_timeout_s = 120,
-                .guard = {
-                        .header_timeout_usec = o.header_timeout_usec,
-                        .body_timeout_usec = o.body_timeout_usec,
-                        .max_conns_per_peer = o.max_conns_per_peer,
-                        .cap_local = o.cap_local_peers,
-                },
+                .guard = o.guard,
         };
         r = worker_server_new(&sc, inf, &metrics, &srv);
         if (r < 0) {

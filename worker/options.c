@@ -48,19 +48,19 @@ static void help(void) {
                "      --version             print the version\n");
 }
 
-/* 0 turns the limit off; below 100 ms no real client could make it. */
-static int parse_guard_timeout(const char *v, uint64_t *ret) {
-        uint64_t t;
-
-        if (parse_duration_usec(v, &t) < 0 || (t != 0 && (t < 100000 || t > UINT64_C(3600000000))))
-                return -EINVAL;
-        *ret = t;
-        return 0;
-}
-
 static int bad(const char *opt, const char *val, const char *what) {
         fprintf(stderr, "rbee-workerd: invalid value for %s: '%s' (%s)\n", opt, val, what);
         return -EINVAL;
+}
+
+static int guard_option(struct http_guard_config *g, const char *name, const char *arg) {
+        const char *what;
+        char opt[32];
+
+        if (http_guard_config_set(g, name, arg, &what) >= 0)
+                return 0;
+        snprintf(opt, sizeof(opt), "--%s", name);
+        return bad(opt, arg, what);
 }
 
 static int set_str(char **dst, const char *v) {
@@ -126,12 +126,12 @@ int worker_options_parse(int argc, char **argv, struct worker_options *ret) {
                 .max_connections = 64,
                 .max_body = 8u << 20,
                 .shutdown_timeout_usec = 5000000,
-                .header_timeout_usec = HTTP_GUARD_HEADER_TIMEOUT_USEC,
-                .body_timeout_usec = HTTP_GUARD_BODY_TIMEOUT_USEC,
+                .guard = { .header_timeout_usec = HTTP_GUARD_HEADER_TIMEOUT_USEC,
+                           .body_timeout_usec = HTTP_GUARD_BODY_TIMEOUT_USEC,
+                           .max_conns_per_peer = 16 },
                 /* A quarter of the default 64 connections, and more than one
                  * client can use: past --parallel + --max-queue requests it
                  * only gets 503s. */
-                .max_conns_per_peer = 16,
                 .log_level = LOG_INFO,
                 .device = -2,
         };
@@ -222,21 +222,16 @@ int worker_options_parse(int argc, char **argv, struct worker_options *ret) {
                                 r = bad("--shutdown-timeout", optarg, "a duration such as 5s or 500ms");
                         break;
                 case ARG_HEADER_TIMEOUT:
-                        if (parse_guard_timeout(optarg, &o.header_timeout_usec) < 0)
-                                r = bad("--header-timeout", optarg, "0, or a duration from 100ms to 1h");
+                        r = guard_option(&o.guard, "header-timeout", optarg);
                         break;
                 case ARG_BODY_TIMEOUT:
-                        if (parse_guard_timeout(optarg, &o.body_timeout_usec) < 0)
-                                r = bad("--body-timeout", optarg, "0, or a duration from 100ms to 1h");
+                        r = guard_option(&o.guard, "body-timeout", optarg);
                         break;
                 case ARG_MAX_CONNS_PER_PEER:
-                        if (parse_int64(optarg, 0, 65536, &v) < 0)
-                                r = bad("--max-conns-per-peer", optarg, "0-65536");
-                        else
-                                o.max_conns_per_peer = (unsigned) v;
+                        r = guard_option(&o.guard, "max-conns-per-peer", optarg);
                         break;
                 case ARG_CAP_LOCAL_PEERS:
-                        o.cap_local_peers = true;
+                        r = guard_option(&o.guard, "cap-local-peers", NULL);
                         break;
                 case ARG_MLOCK:
                         o.mlock = true;

@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "http-guard.h"
+
 struct worker_options {
         char *model;                    /* --model: a file (has a '/' or ends in .gguf) or a catalog id */
         char *model_id;                 /* --model-id: always a catalog id */
@@ -24,10 +26,7 @@ struct worker_options {
         unsigned max_connections;
         uint64_t max_body;
         uint64_t shutdown_timeout_usec;
-        uint64_t header_timeout_usec;   /* 0: no limit (common/http-guard.h) */
-        uint64_t body_timeout_usec;     /* 0: no limit */
-        unsigned max_conns_per_peer;    /* 0: no cap */
-        bool cap_local_peers;
+        struct http_guard_config guard; /* slow clients and greedy peers */
         int log_level;
         bool mlock;
 };
