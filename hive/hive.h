@@ -170,6 +170,10 @@ extern const struct hive_units_ops hive_units_systemd;
 struct hive {
         pthread_mutex_t lock;
         pthread_cond_t changed;
+        /* eventfds of threads that wait for a change and for their client's
+         * hang-up at once (poll cannot wait on a condition variable) */
+        int *waiter_fds;
+        size_t n_waiters;
         struct hive_options opt;
         char *catalog_path;
         char *models_dir;
@@ -293,6 +297,10 @@ int hive_job_raw_event_locked(struct hive *h, struct hive_job *j, const char *fr
                               enum hive_job_state final_state);
 int hive_job_error_locked(struct hive *h, struct hive_job *j, const char *code, const char *fmt, ...) _printf_(4, 5);
 void hive_job_cancel_locked(struct hive *h, struct hive_job *j);
+/* Lock held: wake everyone waiting for a change of workers or jobs (the
+ * condition, and the waiters' eventfds). */
+void hive_changed_locked(struct hive *h);
+
 /* For an SSE reader: an eventfd that turns readable with every change of the
  * job (an event, its end, a cancel), so that the reader can wait for it and
  * for its client's hang-up at once (hive_job_wait). Lock held; the fd belongs

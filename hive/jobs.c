@@ -40,7 +40,7 @@ const char *hive_job_type_name(enum hive_job_type t) {
 static void job_changed(struct hive *h, struct hive_job *j) {
         uint64_t one = 1;
 
-        pthread_cond_broadcast(&h->changed);
+        hive_changed_locked(h);
         for (size_t i = 0; i < j->n_watch; i++)
                 (void) !write(j->watch_fds[i], &one, sizeof(one));
 }
@@ -302,7 +302,7 @@ static void *thread_main(void *p) {
         pthread_mutex_lock(&h->lock);
         h->n_job_threads--;
         hive_job_unref_locked(h, a->j);
-        pthread_cond_broadcast(&h->changed);
+        hive_changed_locked(h);
         pthread_mutex_unlock(&h->lock);
         free(a);
         return NULL;

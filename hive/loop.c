@@ -309,6 +309,7 @@ void hive_done(struct hive *h) {
         pthread_mutex_unlock(&h->lock);
         free(h->workers);
         free(h->jobs);
+        free(h->waiter_fds);
         if (h->units && h->units->done)
                 h->units->done(h);
         hive_catalog_free(h->catalog);

@@ -149,7 +149,7 @@ static void on_signal(int signo, void *userdata) {
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping");
         pthread_mutex_lock(&h->lock);
         h->stopping = true;
-        pthread_cond_broadcast(&h->changed);
+        hive_changed_locked(h);
         pthread_mutex_unlock(&h->lock);
         (void) sd_event_exit(h->event, 0);
 }
@@ -169,7 +169,7 @@ static void shutdown_streams(struct hive *h) {
                         hive_wconn_abort(j->conn);
                 }
         }
-        pthread_cond_broadcast(&h->changed);
+        hive_changed_locked(h);
         while (h->n_job_threads > 0 && hive_now_usec() < deadline) {
                 struct timespec ts;
                 clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -286,7 +286,7 @@ static int process_stop(struct hive *h, struct hive_worker *w) {
                 }
         } else if (w->state != HIVE_WORKER_FAILED)
                 w->state = HIVE_WORKER_GONE;
-        pthread_cond_broadcast(&h->changed);
+        hive_changed_locked(h);
         hive_kick(h);
         pthread_mutex_unlock(&h->lock);
         return 0;
@@ -419,7 +419,7 @@ static int adopt_one(struct hive *h, const char *path) {
         }
         log_struct(LOG_INFO, ((const char *[]) { "RBEE_EVENT=worker-adopt", NULL }),
                    "Adopted worker %s (pid %d, %s)", w->model, w->pid, hive_worker_state_name(w->state));
-        pthread_cond_broadcast(&h->changed);
+        hive_changed_locked(h);
         hive_worker_unref(h, w);
         hive_kick(h);
         pthread_mutex_unlock(&h->lock);

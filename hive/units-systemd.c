@@ -224,7 +224,7 @@ static void apply_state(struct hive *h, struct hive_worker *w, const struct unit
                     w->state == HIVE_WORKER_LOADING)
                         w->state = HIVE_WORKER_GONE;
         }
-        pthread_cond_broadcast(&h->changed);
+        hive_changed_locked(h);
 }
 
 struct job_wait {
@@ -463,7 +463,7 @@ static int systemd_refresh(struct hive *h, bool initial) {
                 if (!found && w->state != HIVE_WORKER_STARTING && w->state != HIVE_WORKER_LOADING &&
                     w->state != HIVE_WORKER_FAILED) {
                         w->state = HIVE_WORKER_GONE;
-                        pthread_cond_broadcast(&h->changed);
+                        hive_changed_locked(h);
                 }
         }
         pthread_mutex_unlock(&h->lock);

@@ -4,11 +4,13 @@
  * reporting and reaping. The units backend (process or systemd) starts and
  * stops; this file decides when. */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -114,7 +116,7 @@ void hive_worker_remove_locked(struct hive *h, struct hive_worker *w) {
                         h->n_workers--;
                         if (w->state != HIVE_WORKER_FAILED)
                                 w->state = HIVE_WORKER_GONE;
-                        pthread_cond_broadcast(&h->changed);
+                        hive_changed_locked(h);
                         hive_worker_unref(h, w);
                         return;
                 }
@@ -134,7 +136,7 @@ void hive_worker_set_failed_locked(struct hive *h, struct hive_worker *w, const 
         w->reported = false;
         log_struct(LOG_WARNING, ((const char *[]) { "RBEE_EVENT=worker-failed", NULL }), "Worker %s failed: %s",
                    w->model, w->error);
-        pthread_cond_broadcast(&h->changed);
+        hive_changed_locked(h);
 }
 
 static unsigned worker_slots_locked(struct hive *h, const struct hive_worker *w) {
@@ -229,6 +231,14 @@ struct json_object *hive_worker_to_json_locked(struct hive *h, const struct hive
         return o;
 }
 
+void hive_changed_locked(struct hive *h) {
+        uint64_t one = 1;
+
+        pthread_cond_broadcast(&h->changed);
+        for (size_t i = 0; i < h->n_waiters; i++)
+                (void) !write(h->waiter_fds[i], &one, sizeof(one));
+}
+
 static int timed_wait(struct hive *h, uint64_t until_usec) {
         struct timespec ts;
         uint64_t now = hive_now_usec();
@@ -252,17 +262,44 @@ static bool client_hung_up(int fd) {
         return p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL);
 }
 
-/* Lock held: wait for a change of the workers until deadline (ETIMEDOUT).
- * A client's hang-up is no such change: while one is watched, the wait is
- * cut short now and then (as the wait for a start is, for its progress), so
- * that the caller looks at the client again. */
-static int wait_change(struct hive *h, const struct hive_acquire *a, uint64_t deadline) {
-        uint64_t until = deadline;
+/* Lock held: as timed_wait(), but also ends (0) when the client hangs up, so
+ * that the caller sees it at once. A condition variable cannot be polled
+ * together with a socket: the wait registers an eventfd that
+ * hive_changed_locked() writes to, before the lock is let go, so that no
+ * change is lost in between. */
+static int timed_wait_client(struct hive *h, uint64_t until_usec, int client_fd) {
+        _cleanup_(closep) int fd = -EBADF;
+        uint64_t now = hive_now_usec();
+        int *l, r;
 
-        if (a->client_fd > 0)
-                until = MIN(until, hive_now_usec() + 250000);
-        int r = timed_wait(h, until);
-        return r == ETIMEDOUT && hive_now_usec() < deadline ? 0 : r;
+        if (client_fd <= 0)
+                return timed_wait(h, until_usec);
+        if (now >= until_usec)
+                return ETIMEDOUT;
+        fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        l = fd >= 0 ? realloc(h->waiter_fds, (h->n_waiters + 1) * sizeof(*l)) : NULL;
+        if (!l)         /* no way to wait for both: look at the client now and then */
+                return timed_wait(h, MIN(until_usec, now + 250000));
+        h->waiter_fds = l;
+        h->waiter_fds[h->n_waiters++] = fd;
+
+        struct pollfd p[2] = { { .fd = fd, .events = POLLIN }, { .fd = client_fd, .events = POLLRDHUP } };
+        uint64_t ms = (until_usec - now + 999) / 1000;
+        pthread_mutex_unlock(&h->lock);
+        r = poll(p, 2, (int) MIN(ms, (uint64_t) INT_MAX));
+        pthread_mutex_lock(&h->lock);
+        for (size_t i = 0; i < h->n_waiters; i++)
+                if (h->waiter_fds[i] == fd) {
+                        h->waiter_fds[i] = h->waiter_fds[--h->n_waiters];
+                        break;
+                }
+        return r == 0 && hive_now_usec() >= until_usec ? ETIMEDOUT : 0;
+}
+
+/* Lock held: wait for a change of the workers, or the client's hang-up,
+ * until deadline (ETIMEDOUT). */
+static int wait_change(struct hive *h, const struct hive_acquire *a, uint64_t deadline) {
+        return timed_wait_client(h, deadline, a->client_fd);
 }
 
 void hive_acquire_error(int r, unsigned *ret_status, const char **ret_code) {
@@ -510,7 +547,8 @@ int hive_worker_acquire(struct hive *h, const struct hive_acquire *a, struct hiv
                         memcpy(last_status, w->status_text, sizeof(last_status));
                 }
                 /* Also ends now and then for the progress of a start. */
-                if (timed_wait(h, MIN(deadline, hive_now_usec() + 250000)) == ETIMEDOUT && hive_now_usec() >= deadline) {
+                if (timed_wait_client(h, MIN(deadline, hive_now_usec() + 250000), a->client_fd) == ETIMEDOUT &&
+                    hive_now_usec() >= deadline) {
                         snprintf(err, errlen, "the worker for '%s' did not become ready within %llu s (last status: %s)",
                                  a->model, (unsigned long long) (h->opt.start_timeout_usec / 1000000),
                                  w->status_text[0] ? w->status_text : "none");
@@ -562,7 +600,7 @@ void hive_worker_release(struct hive *h, struct hive_worker *w, int64_t keep_ali
         w->last_used_usec = hive_now_usec();
         if (keep_alive_s >= -1)
                 w->keep_alive_s = keep_alive_s;
-        pthread_cond_broadcast(&h->changed);
+        hive_changed_locked(h);
         hive_worker_unref(h, w);
         hive_kick(h);
         pthread_mutex_unlock(&h->lock);
@@ -788,7 +826,7 @@ void hive_worker_exited(struct hive *h, struct hive_worker *w, int wait_status) 
                                               w->status_text[0] ? ")" : "", w->log_path);
         } else
                 w->pid = 0;
-        pthread_cond_broadcast(&h->changed);
+        hive_changed_locked(h);
         hive_kick(h);
         pthread_mutex_unlock(&h->lock);
 }
@@ -833,7 +871,7 @@ void hive_notify_message(struct hive *h, int pid, const char *msg) {
                                  line);
                 }
         }
-        pthread_cond_broadcast(&h->changed);
+        hive_changed_locked(h);
         pthread_mutex_unlock(&h->lock);
 }
 
