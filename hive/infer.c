@@ -12,6 +12,7 @@
 #include "json-util.h"
 #include "logging.h"
 #include "macros.h"
+#include "requests.h"
 #include "util.h"
 #include "wclient.h"
 #include "wreply.h"
@@ -36,13 +37,9 @@ static int worker_body(struct hive_job *j, bool stream, char **ret, size_t *ret_
 
         if (json_object_deep_copy(j->request, &o, NULL) < 0 || !o)
                 return -ENOMEM;
-        json_object_object_del(o, "keep_alive");
-        json_object_object_del(o, "backend");
-        json_object_object_del(o, "device");
         json_object_object_add(o, "job_id", json_object_new_string(j->id));
         json_object_object_add(o, "stream", json_object_new_boolean(stream));
-        s = json_to_string(o, &n);
-        if (!s || !(*ret = strndup(s, n))) {
+        if (hive_req_forward_body(o, true, &s, &n) < 0 || !(*ret = strndup(s, n))) {
                 json_object_put(o);
                 return -ENOMEM;
         }
