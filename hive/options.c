@@ -185,13 +185,13 @@ int hive_options_parse(int argc, char **argv, struct hive_options *ret) {
         };
         const char *env;
         int64_t v;
-        int c, r = 0;
+        int c, idx = 0, r = 0;
 
         env = getenv("RBEE_LOG_LEVEL");
         if (env && log_level_from_string(env, &o.log_level) < 0)
                 fprintf(stderr, "rbee-hive: ignoring RBEE_LOG_LEVEL='%s'\n", env);
         optind = 1;
-        while (r >= 0 && (c = getopt_long(argc, argv, "l:h", longopts, NULL)) >= 0) {
+        while (r >= 0 && (c = getopt_long(argc, argv, "l:h", longopts, &idx)) >= 0) {
                 switch (c) {
                 case 'l':
                         r = set_str(&o.listen, optarg);
@@ -290,16 +290,10 @@ int hive_options_parse(int argc, char **argv, struct hive_options *ret) {
                         o.stop_workers_on_exit = true;
                         break;
                 case ARG_HEADER_TIMEOUT:
-                        r = guard_option(&o.guard, "header-timeout", optarg);
-                        break;
                 case ARG_BODY_TIMEOUT:
-                        r = guard_option(&o.guard, "body-timeout", optarg);
-                        break;
                 case ARG_MAX_CONNS_PER_PEER:
-                        r = guard_option(&o.guard, "max-conns-per-peer", optarg);
-                        break;
-                case ARG_CAP_LOCAL_PEERS:
-                        r = guard_option(&o.guard, "cap-local-peers", NULL);
+                case ARG_CAP_LOCAL_PEERS:       /* long options only: idx is set */
+                        r = guard_option(&o.guard, longopts[idx].name, optarg);
                         break;
                 case ARG_LOG_LEVEL:
                         if (log_level_from_string(optarg, &o.log_level) < 0)

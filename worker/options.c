@@ -137,14 +137,14 @@ int worker_options_parse(int argc, char **argv, struct worker_options *ret) {
         };
         const char *env;
         int64_t v;
-        int c, r = 0;
+        int c, idx = 0, r = 0;
 
         env = getenv("RBEE_LOG_LEVEL");
         if (env && log_level_from_string(env, &o.log_level) < 0)
                 fprintf(stderr, "rbee-workerd: ignoring RBEE_LOG_LEVEL='%s'\n", env);
 
         optind = 1;
-        while (r >= 0 && (c = getopt_long(argc, argv, "m:l:t:c:b:h", longopts, NULL)) >= 0) {
+        while (r >= 0 && (c = getopt_long(argc, argv, "m:l:t:c:b:h", longopts, &idx)) >= 0) {
                 switch (c) {
                 case 'm':
                         r = set_str(&o.model, optarg);
@@ -222,16 +222,10 @@ int worker_options_parse(int argc, char **argv, struct worker_options *ret) {
                                 r = bad("--shutdown-timeout", optarg, "a duration such as 5s or 500ms");
                         break;
                 case ARG_HEADER_TIMEOUT:
-                        r = guard_option(&o.guard, "header-timeout", optarg);
-                        break;
                 case ARG_BODY_TIMEOUT:
-                        r = guard_option(&o.guard, "body-timeout", optarg);
-                        break;
                 case ARG_MAX_CONNS_PER_PEER:
-                        r = guard_option(&o.guard, "max-conns-per-peer", optarg);
-                        break;
-                case ARG_CAP_LOCAL_PEERS:
-                        r = guard_option(&o.guard, "cap-local-peers", NULL);
+                case ARG_CAP_LOCAL_PEERS:       /* long options only: idx is set */
+                        r = guard_option(&o.guard, longopts[idx].name, optarg);
                         break;
                 case ARG_MLOCK:
                         o.mlock = true;
