@@ -473,7 +473,7 @@ void http_guard_get_stats(struct http_guard *g, struct http_guard_stats *ret) {
         pthread_mutex_unlock(&g->lock);
 }
 
-int http_guard_config_set(struct http_guard_config *cfg, const char *name, const char *arg, const char **ret_what) {
+static int config_set(struct http_guard_config *cfg, const char *name, const char *arg, const char **ret_what) {
         uint64_t t;
         int64_t v;
 
@@ -497,5 +497,15 @@ int http_guard_config_set(struct http_guard_config *cfg, const char *name, const
                 return 0;
         }
         *ret_what = "not a guard option";
+        return -EINVAL;
+}
+
+int http_guard_option(struct http_guard_config *cfg, const char *name, const char *arg) {
+        const char *what;
+
+        if (config_set(cfg, name, arg, &what) >= 0)
+                return 0;
+        fprintf(stderr, "%s: invalid value for --%s: '%s' (%s)\n", program_invocation_short_name, name, strna(arg),
+                what);
         return -EINVAL;
 }

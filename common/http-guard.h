@@ -52,8 +52,9 @@ struct http_guard_config {
 
 /* One of the daemons' guard options by its long name ("header-timeout",
  * "body-timeout", "max-conns-per-peer", "cap-local-peers"; arg is NULL for
- * the last). -EINVAL with *ret_what saying what the option takes. */
-int http_guard_config_set(struct http_guard_config *cfg, const char *name, const char *arg, const char **ret_what);
+ * the last), from the command line: a bad value is reported on stderr,
+ * "PROG: invalid value for --NAME: 'ARG' (what it takes)", and is -EINVAL. */
+int http_guard_option(struct http_guard_config *cfg, const char *name, const char *arg);
 
 struct http_guard_stats {
         uint64_t refused;               /* connections refused: the peer was at its cap */

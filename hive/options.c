@@ -58,16 +58,6 @@ static int bad(const char *opt, const char *val, const char *what) {
         return -EINVAL;
 }
 
-static int guard_option(struct http_guard_config *g, const char *name, const char *arg) {
-        const char *what;
-        char opt[32];
-
-        if (http_guard_config_set(g, name, arg, &what) >= 0)
-                return 0;
-        snprintf(opt, sizeof(opt), "--%s", name);
-        return bad(opt, arg, what);
-}
-
 static int set_str(char **dst, const char *v) {
         char *s = strdup(v);
 
@@ -293,7 +283,7 @@ int hive_options_parse(int argc, char **argv, struct hive_options *ret) {
                 case ARG_BODY_TIMEOUT:
                 case ARG_MAX_CONNS_PER_PEER:
                 case ARG_CAP_LOCAL_PEERS:       /* long options only: idx is set */
-                        r = guard_option(&o.guard, longopts[idx].name, optarg);
+                        r = http_guard_option(&o.guard, longopts[idx].name, optarg);
                         break;
                 case ARG_LOG_LEVEL:
                         if (log_level_from_string(optarg, &o.log_level) < 0)

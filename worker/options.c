@@ -53,16 +53,6 @@ static int bad(const char *opt, const char *val, const char *what) {
         return -EINVAL;
 }
 
-static int guard_option(struct http_guard_config *g, const char *name, const char *arg) {
-        const char *what;
-        char opt[32];
-
-        if (http_guard_config_set(g, name, arg, &what) >= 0)
-                return 0;
-        snprintf(opt, sizeof(opt), "--%s", name);
-        return bad(opt, arg, what);
-}
-
 static int set_str(char **dst, const char *v) {
         char *s = strdup(v);
 
@@ -225,7 +215,7 @@ int worker_options_parse(int argc, char **argv, struct worker_options *ret) {
                 case ARG_BODY_TIMEOUT:
                 case ARG_MAX_CONNS_PER_PEER:
                 case ARG_CAP_LOCAL_PEERS:       /* long options only: idx is set */
-                        r = guard_option(&o.guard, longopts[idx].name, optarg);
+                        r = http_guard_option(&o.guard, longopts[idx].name, optarg);
                         break;
                 case ARG_MLOCK:
                         o.mlock = true;
