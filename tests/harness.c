@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 #include <time.h>
 
 #include "harness.h"
+#include "macros.h"
 
 #ifndef RBEE_SRCDIR
 #define RBEE_SRCDIR "."
@@ -287,4 +289,21 @@ const char *harness_mkmodel(const char *shape_args, const char *type, const char
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
                 FAIL("%s failed (%d)", cmd, st);
         return path;
+}
+
+double harness_logits_rel_err(const float *x, const float *ref, int32_t n_vocab, int n_rows) {
+        double worst = 0;
+
+        for (int s = 0; s < n_rows; s++) {
+                const float *a = x + (size_t) s * n_vocab, *b = ref + (size_t) s * n_vocab;
+                double num = 0, den = 0;
+                for (int32_t i = 0; i < n_vocab; i++) {
+                        ASSERT_TRUE(isfinite(a[i]));
+                        num += (a[i] - b[i]) * (double) (a[i] - b[i]);
+                        den += (double) b[i] * b[i];
+                }
+                ASSERT_TRUE(den > 0);
+                worst = MAX(worst, sqrt(num / den));
+        }
+        return worst;
 }

@@ -47,6 +47,10 @@ size_t harness_read_ids(const char *path, int32_t *out, size_t max);
  * rbee-mkmodel is not built. */
 const char *harness_mkmodel(const char *shape_args, const char *type, const char *name);
 
+/* Logits of two runs, n_rows rows of n_vocab: the worst row's relative RMS
+ * error of x against ref. Every x must be finite and no ref row all zero. */
+double harness_logits_rel_err(const float *x, const float *ref, int32_t n_vocab, int n_rows);
+
 #define TEST_TIMEOUT(name, secs)                                                \
         static void test_##name(void);                                          \
         __attribute__((constructor)) static void register_##name(void) {        \

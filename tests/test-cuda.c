@@ -107,21 +107,8 @@ static struct run run_model(const char *path, const struct how *h) {
 }
 
 static double rel_err(const struct run *a, const struct run *ref) {
-        double worst = 0;
-
         ASSERT_EQ(a->n_vocab, ref->n_vocab);
-        for (int s = 0; s <= a->n_steps; s++) {
-                const float *x = a->logits + (size_t) s * a->n_vocab, *y = ref->logits + (size_t) s * a->n_vocab;
-                double num = 0, den = 0;
-                for (int i = 0; i < a->n_vocab; i++) {
-                        ASSERT_TRUE(isfinite(x[i]));
-                        num += (x[i] - y[i]) * (double) (x[i] - y[i]);
-                        den += (double) y[i] * y[i];
-                }
-                ASSERT_TRUE(den > 0);
-                worst = MAX(worst, sqrt(num / den));
-        }
-        return worst;
+        return harness_logits_rel_err(a->logits, ref->logits, a->n_vocab, 1 + a->n_steps);
 }
 
 /* GPU three ways against the CPU reference; returns how many are over the bound. */

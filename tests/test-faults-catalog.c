@@ -163,16 +163,7 @@ TEST_TIMEOUT(corrupt_catalog_keeps_files_and_the_evidence, 60) {
         ht_call(&h, "POST", "/v1/models/download", "{\"source\":\"hf:t/good\",\"id\":\"c1\"}", &r);
         ASSERT_STATUS(r, 202);
         wt_response_done(&r);
-        double deadline = wt_now_ms() + 20000;
-        for (;;) {
-                ht_call(&h, "GET", "/v1/models/c1", NULL, &r);
-                int st = r.status;
-                wt_response_done(&r);
-                if (st == 200)
-                        break;
-                ASSERT_TRUE(wt_now_ms() < deadline);
-                usleep(50000);
-        }
+        ASSERT_TRUE(ht_wait_model(&h, "c1", 20000));
         ht_stop(&h);
 
         /* Half the database overwritten, as a bad disk or a stray dd would. */

@@ -627,16 +627,7 @@ TEST_TIMEOUT(hf_token_not_sent_to_other_hosts, 30) {
         ht_call(&h, "POST", "/v1/models/download", "{\"source\":\"hf:t/xhost\",\"id\":\"x1\"}", &r);
         ASSERT_STATUS(r, 202);
         wt_response_done(&r);
-        double deadline = wt_now_ms() + 20000;
-        for (;;) {
-                ht_call(&h, "GET", "/v1/models/x1", NULL, &r);
-                int st = r.status;
-                wt_response_done(&r);
-                if (st == 200)
-                        break;
-                ASSERT_TRUE(wt_now_ms() < deadline);
-                usleep(50000);
-        }
+        ASSERT_TRUE(ht_wait_model(&h, "x1", 20000));
         char *log = harness_read_file(srv.log, NULL);
         ASSERT_CONTAINS(log, "GET /api/models/t/xhost/tree/main range=0 auth=1");
         ASSERT_CONTAINS(log, "GET /t/xhost/resolve/main/model-Q8_0.gguf range=0 auth=1");

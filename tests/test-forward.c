@@ -81,21 +81,8 @@ static struct run run_model(const char *path, int threads, bool one_by_one, uint
 
 /* Worst relative RMS error over the steps. */
 static double rel_err(const struct run *a, const struct run *ref) {
-        double worst = 0;
-
         ASSERT_EQ(a->n_vocab, ref->n_vocab);
-        for (int s = 0; s <= N_STEPS; s++) {
-                const float *x = a->logits + (size_t) s * a->n_vocab, *y = ref->logits + (size_t) s * a->n_vocab;
-                double num = 0, den = 0;
-                for (int i = 0; i < a->n_vocab; i++) {
-                        ASSERT_TRUE(isfinite(x[i]));
-                        num += (x[i] - y[i]) * (double) (x[i] - y[i]);
-                        den += (double) y[i] * y[i];
-                }
-                ASSERT_TRUE(den > 0);
-                worst = MAX(worst, sqrt(num / den));
-        }
-        return worst;
+        return harness_logits_rel_err(a->logits, ref->logits, a->n_vocab, 1 + N_STEPS);
 }
 
 static void check_types(const char *shape_args, const char *name, const char *const *types, const double *bounds,

@@ -217,6 +217,25 @@ static WT_UNUSED bool ht_wait_worker(struct ht_hive *h, const char *model, const
         }
 }
 
+/* Poll (bounded) until GET /v1/models/<id> answers 200: a download is in the catalog. */
+static WT_UNUSED bool ht_wait_model(struct ht_hive *h, const char *id, int timeout_ms) {
+        double deadline = wt_now_ms() + timeout_ms;
+        char *path = wt_strdup_printf("/v1/models/%s", id);
+        struct wt_response r;
+        int st;
+
+        for (;;) {
+                ht_call(h, "GET", path, NULL, &r);
+                st = r.status;
+                wt_response_done(&r);
+                if (st == 200 || wt_now_ms() > deadline)
+                        break;
+                usleep(50000);
+        }
+        free(path);
+        return st == 200;
+}
+
 static WT_UNUSED bool pid_alive(int pid) {
         char path[64], buf[512];
         FILE *f;
